@@ -1,0 +1,85 @@
+# lua-xs2a developer build. Every path can be overridden on the command line.
+# `make` builds xs2a/core.so for Lua 5.4 and for LuaJIT 2.1 (OpenResty's
+# flavour) into separate directories: a LuaJIT build loads silently into
+# lua5.4 and then crashes, so the two never share a directory.
+
+LUA_VERSION ?= 5.4
+PKG_CONFIG  ?= pkg-config
+CC          ?= cc
+PREFIX      ?= /usr/local
+BUILD       ?= build
+DEP_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libcurl libcrypto libssl 2>/dev/null)
+DEP_LIBS    ?= $(shell $(PKG_CONFIG) --libs libcurl libcrypto libssl 2>/dev/null)
+LUA54_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags lua5.4 2>/dev/null)
+LUAJIT_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags luajit 2>/dev/null)
+WARN        ?= -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS      ?= -O2 -g
+LIBFLAG     ?= -shared
+INST_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+INST_LUADIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+
+SRCS    := $(sort $(wildcard csrc/*.c))
+HDRS    := $(wildcard csrc/*.h)
+LUASRC  := $(shell find lua -name '*.lua' 2>/dev/null)
+
+.PHONY: all lua54 luajit deps pki test test-fast lint sandbox sandbox-stop demo bench install clean valgrind
+
+all: lua54 luajit
+
+lua54: $(BUILD)/lua5.4/xs2a/core.so
+luajit: $(BUILD)/luajit/xs2a/core.so
+
+$(BUILD)/lua5.4/xs2a/core.so: $(SRCS) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) -fPIC $(LUA54_CFLAGS) $(DEP_CFLAGS) $(LIBFLAG) -o $@ $(SRCS) $(DEP_LIBS)
+
+$(BUILD)/luajit/xs2a/core.so: $(SRCS) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) -fPIC $(LUAJIT_CFLAGS) $(DEP_CFLAGS) $(LIBFLAG) -o $@ $(SRCS) $(DEP_LIBS)
+
+# Installs what is missing from Debian's archive (needs root).
+deps:
+	@sh scripts/deps
+
+pki: $(BUILD)/pki/qwac.pem
+$(BUILD)/pki/qwac.pem: sandbox/bin/mkpki
+	sh sandbox/bin/mkpki $(BUILD)/pki
+
+lint:
+	luacheck -q lua spec sandbox/lua examples
+
+# The README's test command: deps, build, lint, every suite, one summary line.
+test:
+	@sh scripts/deps
+	@$(MAKE) --no-print-directory all pki
+	@sh spec/run-suites
+
+# The suites without re-checking packages (for a quick loop).
+test-fast: all pki
+	@sh spec/run-suites
+
+sandbox: all pki
+	@sh sandbox/bin/sandbox start $(if $(PORT),--port $(PORT),) $(if $(FAULTS),--faults,)
+
+sandbox-stop:
+	@sh sandbox/bin/sandbox stop
+
+demo:
+	@sh scripts/deps
+	@$(MAKE) --no-print-directory all pki
+	@sh scripts/demo
+
+bench: all pki
+	@sh bench/run
+
+valgrind: lua54 pki
+	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+	  lua5.4 spec/valgrind_core.lua
+
+install: lua54
+	install -d $(DESTDIR)$(INST_LIBDIR)/xs2a $(DESTDIR)$(INST_LUADIR)
+	install -m 0755 $(BUILD)/lua5.4/xs2a/core.so $(DESTDIR)$(INST_LIBDIR)/xs2a/core.so
+	cd lua && find xs2a -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(INST_LUADIR)/{} \;
+
+clean:
+	rm -rf $(BUILD)/lua5.4 $(BUILD)/luajit $(BUILD)/test-results
