@@ -11,6 +11,7 @@
  * few 5.2 functions and some do not; #ifdef cannot see a function, so we
  * always use our own versions under private names. */
 
+#undef luaL_setfuncs
 #define luaL_setfuncs(L, l, nup) xs2a_compat_setfuncs((L), (l), (nup))
 static inline void xs2a_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   luaL_checkstack(L, nup + 1, "too many upvalues");
@@ -23,12 +24,14 @@ static inline void xs2a_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup
   lua_pop(L, nup);
 }
 
+#undef luaL_setmetatable
 #define luaL_setmetatable(L, tn) xs2a_compat_setmetatable((L), (tn))
 static inline void xs2a_compat_setmetatable(lua_State *L, const char *tname) {
   luaL_getmetatable(L, tname);
   lua_setmetatable(L, -2);
 }
 
+#undef luaL_testudata
 #define luaL_testudata(L, i, tn) xs2a_compat_testudata((L), (i), (tn))
 static inline void *xs2a_compat_testudata(lua_State *L, int i, const char *tname) {
   void *p = lua_touserdata(L, i);
@@ -39,11 +42,15 @@ static inline void *xs2a_compat_testudata(lua_State *L, int i, const char *tname
   return p;
 }
 
+#undef luaL_newlib
 #define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs(L, l, 0))
+#undef lua_rawlen
 #define lua_rawlen(L, i) lua_objlen((L), (i))
+#undef luaL_len
 #define luaL_len(L, i) ((lua_Integer)lua_objlen((L), (i)))
 
 /* 5.4 userdata with user values: on 5.1 we keep one table in the fenv. */
+#undef lua_newuserdatauv
 #define lua_newuserdatauv(L, sz, nuv) xs2a_compat_newuserdatauv((L), (sz), (nuv))
 static inline void *xs2a_compat_newuserdatauv(lua_State *L, size_t sz, int nuv) {
   void *p = lua_newuserdata(L, sz);
@@ -68,6 +75,7 @@ static inline int xs2a_getuservalue(lua_State *L, int idx, int n) {
   lua_remove(L, -2);
   return lua_type(L, -1);
 }
+#undef luaL_pushfail
 #define luaL_pushfail(L) lua_pushnil(L)
 #define LUAI_COMPAT_ISINTEGER 0
 static inline int xs2a_isinteger(lua_State *L, int idx) {
@@ -76,6 +84,7 @@ static inline int xs2a_isinteger(lua_State *L, int idx) {
   n = lua_tonumber(L, idx);
   return n == (lua_Number)(lua_Integer)n;
 }
+#undef luaL_buffinitsize
 #define luaL_buffinitsize(L, B, sz) (luaL_buffinit((L), (B)), luaL_prepbuffer(B))
 #else
 static inline void xs2a_setuservalue(lua_State *L, int idx, int n) {
