@@ -31,4 +31,25 @@ struct evp_pkey_st *xs2a_identity_key(xs2a_identity *id);
 int xs2a_identity_pem(xs2a_identity *id, char **cert, size_t *cert_len,
                       char **key, size_t *key_len);
 
+/* Shared between identity.c and crypto.c (not for other parts). */
+struct evp_md_st;
+typedef struct xs2a_sigopts {
+  const struct evp_md_st *md;   /* borrowed static digest */
+  int pss;                      /* RSA: 1 = PSS (salt = digest length), 0 = PKCS#1 v1.5 */
+  int ec_raw;                   /* EC: 1 = raw r||s, 0 = DER */
+} xs2a_sigopts;
+/* reads {hash=, padding=, ec_format=} at idx (nil allowed); raises on bad values */
+void xs2a_checksigopts(lua_State *L, int idx, xs2a_sigopts *o);
+/* ECDSA DER <-> raw r||s (each half nlen bytes); return 0 on failure */
+int xs2a_ec_der2raw(const unsigned char *der, size_t der_len, size_t nlen,
+                    unsigned char *raw);
+int xs2a_ec_raw2der(const unsigned char *raw, size_t raw_len,
+                    unsigned char **der, size_t *der_len);   /* OPENSSL_free(*der) */
+/* a certificate from PEM or DER bytes; NULL (error queue cleared) if neither */
+struct x509_st *xs2a_parsecert(const char *s, size_t len);
+/* pushes the info() table of cert */
+void xs2a_pushcertinfo(lua_State *L, struct x509_st *cert);
+/* byte size of one ECDSA half (r or s) for an EC key, 0 if not EC */
+size_t xs2a_ec_halfsize(const struct evp_pkey_st *key);
+
 #endif

@@ -1,4 +1,841 @@
-/* identity.c: placeholder until the part lands. */
+/* identity.c: the TPP identity (certificate + private key) and certificate facts. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include "core.h"
 
-void xs2a_identity_open(lua_State *L) { (void)L; }
+struct xs2a_identity {
+  X509 *cert;              /* owned; NULL = closed */
+  EVP_PKEY *key;           /* owned */
+  STACK_OF(X509) *chain;   /* owned, may be NULL (no extra certificates) */
+};
+
+#define MAX_INPUT (4 * 1024 * 1024)   /* no credential file is this big */
+
+/* ------------------------------------------------------------------ */
+/* Inputs: a value is a path, PEM data or DER data.                    */
+
+typedef struct {
+  unsigned char *buf;   /* owned copy when read from a file (clear_free), else NULL */
+  const unsigned char *data;   /* borrowed (Lua string) or buf */
+  size_t len;
+  size_t cap;           /* size of buf */
+  int pem;              /* contains "-----BEGIN" */
+} input;
+
+static void input_free(input *in) {
+  if (in->buf != NULL) OPENSSL_clear_free(in->buf, in->cap);
+  in->buf = NULL;
+  in->data = NULL;
+  in->len = 0;
+}
+
+static int has_pem_armour(const unsigned char *s, size_t len) {
+  static const char tag[] = "-----BEGIN";
+  size_t i, n = sizeof tag - 1;
+  if (len < n) return 0;
+  for (i = 0; i + n <= len; i++)
+    if (s[i] == '-' && memcmp(s + i, tag, n) == 0) return 1;
+  return 0;
+}
+
+static int is_file(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* A path we may print: short printable text with a dot (no base64 key has one). */
+static int printable_path(const char *s, size_t len) {
+  size_t i;
+  int dot = 0;
+  if (len == 0 || len > 255) return 0;
+  for (i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c > 0x7e) return 0;
+    if (c == '.') dot = 1;
+  }
+  return dot;
+}
+
+/* Reads the value into in; on failure pushes nil, err, code and returns 3.
+ * what = "certificate", "private key", "PKCS#12". */
+static int input_get(lua_State *L, const char *s, size_t len, const char *what,
+                     input *in) {
+  FILE *f;
+  size_t cap = 0;
+  int err;
+  memset(in, 0, sizeof *in);
+  if (has_pem_armour((const unsigned char *)s, len)) {
+    in->data = (const unsigned char *)s;
+    in->len = len;
+    in->pem = 1;
+    return 0;
+  }
+  if (memchr(s, '\0', len) != NULL || len > 4096 ||
+      (len > 0 && (unsigned char)s[0] == 0x30 && !is_file(s))) {
+    if (len > 0 && (unsigned char)s[0] == 0x30) {   /* DER bytes */
+      in->data = (const unsigned char *)s;
+      in->len = len;
+      return 0;
+    }
+    lua_pushnil(L);
+    lua_pushfstring(L, "identity: %s is neither a readable file, PEM nor DER", what);
+    lua_pushliteral(L, "parse");
+    return 3;
+  }
+  err = 0;
+  f = fopen(s, "rb");
+  if (f == NULL) {
+    err = errno ? errno : EIO;
+  } else {
+    for (;;) {
+      size_t n;
+      if (in->len == cap) {
+        size_t ncap = cap ? cap * 2 : 8192;
+        unsigned char *nb;
+        if (ncap > MAX_INPUT) { err = EFBIG; break; }
+        if ((nb = OPENSSL_malloc(ncap)) == NULL) { err = ENOMEM; break; }
+        if (in->buf != NULL) {
+          memcpy(nb, in->buf, in->len);
+          OPENSSL_clear_free(in->buf, cap);
+        }
+        in->buf = nb;
+        cap = ncap;
+      }
+      errno = 0;
+      n = fread(in->buf + in->len, 1, cap - in->len, f);
+      in->len += n;
+      if (n == 0) {
+        if (ferror(f)) err = errno ? errno : EIO;
+        break;
+      }
+    }
+    fclose(f);
+  }
+  if (err != 0) {
+    if (in->buf != NULL) OPENSSL_clear_free(in->buf, cap);
+    in->buf = NULL;
+    in->len = 0;
+    lua_pushnil(L);
+    if (printable_path(s, len))
+      lua_pushfstring(L, "identity: cannot read %s file '%s': %s", what, s, strerror(err));
+    else
+      lua_pushfstring(L, "identity: cannot read %s file: %s", what, strerror(err));
+    lua_pushliteral(L, "io");
+    return 3;
+  }
+  in->cap = cap;
+  in->data = in->buf;
+  in->pem = has_pem_armour(in->data, in->len);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Passphrase callback: never prompts, remembers that it was asked.   */
+
+typedef struct {
+  const char *pass;   /* borrowed; NULL = none given */
+  size_t len;
+  int asked;
+} passctx;
+
+static int pass_cb(char *buf, int size, int rwflag, void *u) {
+  passctx *p = (passctx *)u;
+  (void)rwflag;
+  p->asked = 1;
+  if (p->pass == NULL || size <= 0 || p->len > (size_t)size) return -1;
+  memcpy(buf, p->pass, p->len);
+  return (int)p->len;
+}
+
+/* ------------------------------------------------------------------ */
+/* Parsing                                                             */
+
+X509 *xs2a_parsecert(const char *s, size_t len) {
+  X509 *x = NULL;
+  if (len > INT_MAX) return NULL;
+  if (has_pem_armour((const unsigned char *)s, len)) {
+    BIO *b = BIO_new_mem_buf(s, (int)len);
+    if (b != NULL) {
+      x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+      BIO_free(b);
+    }
+  } else {
+    const unsigned char *p = (const unsigned char *)s;
+    x = d2i_X509(NULL, &p, (long)len);
+  }
+  ERR_clear_error();
+  return x;
+}
+
+/* certificate plus any further certificates from PEM; first from DER */
+static int load_certs(const input *in, X509 **cert, STACK_OF(X509) **chain) {
+  if (in->pem) {
+    BIO *b = BIO_new_mem_buf(in->data, (int)in->len);
+    X509 *x;
+    if (b == NULL) return 0;
+    *cert = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    while (*cert != NULL && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+      if (*chain == NULL && (*chain = sk_X509_new_null()) == NULL) { X509_free(x); break; }
+      if (!sk_X509_push(*chain, x)) { X509_free(x); break; }
+    }
+    BIO_free(b);
+  } else {
+    const unsigned char *p = in->data;
+    *cert = d2i_X509(NULL, &p, (long)in->len);
+  }
+  ERR_clear_error();
+  return *cert != NULL;
+}
+
+/* 0 ok; else pushes nil, err, code and returns 3 */
+static int load_key(lua_State *L, const input *in, passctx *pc, EVP_PKEY **key) {
+  if (in->pem) {
+    BIO *b = BIO_new_mem_buf(in->data, (int)in->len);
+    if (b != NULL) {
+      *key = PEM_read_bio_PrivateKey(b, NULL, pass_cb, pc);
+      BIO_free(b);
+    }
+  } else {
+    const unsigned char *p = in->data;
+    *key = d2i_AutoPrivateKey(NULL, &p, (long)in->len);
+    if (*key == NULL) {
+      BIO *b = BIO_new_mem_buf(in->data, (int)in->len);
+      ERR_clear_error();
+      if (b != NULL) {
+        *key = d2i_PKCS8PrivateKey_bio(b, NULL, pass_cb, pc);
+        BIO_free(b);
+      }
+    }
+  }
+  ERR_clear_error();
+  if (*key != NULL) return 0;
+  if (pc->asked && pc->pass == NULL)
+    return xs2a_pusherror(L, "identity", "the private key is encrypted and no passphrase was given", "passphrase");
+  if (pc->asked)
+    return xs2a_pusherror(L, "identity", "wrong passphrase for the private key", "passphrase");
+  return xs2a_pusherror(L, "identity", "private key is not a valid PEM or DER key", "parse");
+}
+
+static int check_key_type(lua_State *L, EVP_PKEY *key) {
+  int id = EVP_PKEY_base_id(key);
+  if (id == EVP_PKEY_RSA || id == EVP_PKEY_EC) return 0;
+  lua_pushnil(L);
+  lua_pushfstring(L, "identity: unsupported key type %s (RSA or EC needed)",
+                  OBJ_nid2sn(id) ? OBJ_nid2sn(id) : "unknown");
+  lua_pushliteral(L, "unsupported");
+  return 3;
+}
+
+static int load_p12(lua_State *L, const input *in, passctx *pc, xs2a_identity *id) {
+  const unsigned char *p = in->data;
+  PKCS12 *p12 = d2i_PKCS12(NULL, &p, (long)in->len);
+  const char *pass = pc->pass;
+  int ok;
+  if (p12 == NULL)
+    return xs2a_pusherror(L, "identity", "PKCS#12 data is not valid DER", "parse");
+  if (PKCS12_mac_present(p12)) {
+    if (pass != NULL) {
+      ok = PKCS12_verify_mac(p12, pass, (int)pc->len);
+    } else {
+      ok = PKCS12_verify_mac(p12, NULL, 0) || PKCS12_verify_mac(p12, "", 0);
+      if (ok) pass = PKCS12_verify_mac(p12, NULL, 0) ? NULL : "";
+    }
+    if (!ok) {
+      PKCS12_free(p12);
+      return xs2a_pusherror(L, "identity", pc->pass == NULL
+                            ? "the PKCS#12 bundle is protected and no passphrase was given"
+                            : "wrong passphrase for the PKCS#12 bundle", "passphrase");
+    }
+  }
+  ok = PKCS12_parse(p12, pass, &id->key, &id->cert, &id->chain);
+  PKCS12_free(p12);
+  if (!ok) return xs2a_pushsslerror(L, "identity: cannot read the PKCS#12 bundle");
+  ERR_clear_error();
+  if (id->chain != NULL && sk_X509_num(id->chain) == 0) {
+    sk_X509_free(id->chain);
+    id->chain = NULL;
+  }
+  if (id->cert == NULL || id->key == NULL)
+    return xs2a_pusherror(L, "identity", "the PKCS#12 bundle lacks a certificate or a key", "parse");
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The userdata                                                        */
+
+static void identity_free(xs2a_identity *id) {
+  if (id->cert != NULL) { X509_free(id->cert); id->cert = NULL; }
+  if (id->key != NULL) { EVP_PKEY_free(id->key); id->key = NULL; }  /* clears key memory */
+  if (id->chain != NULL) { sk_X509_pop_free(id->chain, X509_free); id->chain = NULL; }
+}
+
+xs2a_identity *xs2a_checkidentity(lua_State *L, int idx) {
+  xs2a_identity *id = (xs2a_identity *)luaL_checkudata(L, idx, XS2A_IDENTITY);
+  if (id->cert == NULL) luaL_error(L, "identity is closed");
+  return id;
+}
+
+X509 *xs2a_identity_cert(xs2a_identity *id) { return id->cert; }
+EVP_PKEY *xs2a_identity_key(xs2a_identity *id) { return id->key; }
+
+static int bio_take(BIO *b, char **out, size_t *out_len) {
+  char *p;
+  long n = BIO_get_mem_data(b, &p);
+  if (n <= 0) return 0;
+  *out = OPENSSL_malloc((size_t)n + 1);
+  if (*out == NULL) return 0;
+  memcpy(*out, p, (size_t)n);
+  (*out)[n] = '\0';
+  *out_len = (size_t)n;
+  return 1;
+}
+
+static int certs_pem(xs2a_identity *id, char **cert, size_t *cert_len) {
+  BIO *b = BIO_new(BIO_s_mem());
+  int ok, i;
+  if (b == NULL) return 0;
+  ok = PEM_write_bio_X509(b, id->cert);
+  for (i = 0; ok && id->chain != NULL && i < sk_X509_num(id->chain); i++)
+    ok = PEM_write_bio_X509(b, sk_X509_value(id->chain, i));
+  ok = ok && bio_take(b, cert, cert_len);
+  BIO_free(b);
+  return ok;
+}
+
+static int key_pem(xs2a_identity *id, char **key, size_t *key_len) {
+  BIO *b = BIO_new(BIO_s_secmem());
+  int ok;
+  if (b == NULL) return 0;
+  ok = PEM_write_bio_PrivateKey(b, id->key, NULL, NULL, 0, NULL, NULL);
+  ok = ok && bio_take(b, key, key_len);
+  BIO_free(b);   /* a memory BIO clears its buffer when freed */
+  return ok;
+}
+
+int xs2a_identity_pem(xs2a_identity *id, char **cert, size_t *cert_len,
+                      char **key, size_t *key_len) {
+  *cert = *key = NULL;
+  *cert_len = *key_len = 0;
+  if (id == NULL || id->cert == NULL) return 0;
+  if (!certs_pem(id, cert, cert_len) || !key_pem(id, key, key_len)) {
+    if (*cert != NULL) OPENSSL_clear_free(*cert, *cert_len);
+    if (*key != NULL) OPENSSL_clear_free(*key, *key_len);
+    *cert = *key = NULL;
+    *cert_len = *key_len = 0;
+    ERR_clear_error();
+    return 0;
+  }
+  return 1;
+}
+
+static const char *opt_string(lua_State *L, int t, const char *name, size_t *len) {
+  const char *s = NULL;
+  lua_getfield(L, t, name);
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "identity: option '%s' must be a string", name);
+    s = lua_tolstring(L, -1, len);
+  }
+  lua_pop(L, 1);   /* the string stays alive: it is still in the opts table */
+  return s;
+}
+
+/* core.identity{cert=, key=, passphrase=} | {p12=, passphrase=} */
+static int identity_new(lua_State *L) {
+  size_t cert_len = 0, key_len = 0, p12_len = 0, pass_len = 0;
+  const char *cert_s, *key_s, *p12_s, *pass_s;
+  xs2a_identity *id;
+  passctx pc;
+  input in;
+  int n;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  cert_s = opt_string(L, 1, "cert", &cert_len);
+  key_s = opt_string(L, 1, "key", &key_len);
+  p12_s = opt_string(L, 1, "p12", &p12_len);
+  pass_s = opt_string(L, 1, "passphrase", &pass_len);
+  if (p12_s == NULL && cert_s == NULL)
+    return luaL_error(L, "identity: give either cert (and key) or p12");
+  if (p12_s != NULL && (cert_s != NULL || key_s != NULL))
+    return luaL_error(L, "identity: give either p12 or cert/key, not both");
+  pc.pass = pass_s;
+  pc.len = pass_len;
+  pc.asked = 0;
+
+  id = (xs2a_identity *)lua_newuserdatauv(L, sizeof *id, 0);
+  id->cert = NULL;
+  id->key = NULL;
+  id->chain = NULL;                   /* closed: safe to collect from here on */
+  luaL_setmetatable(L, XS2A_IDENTITY);
+
+  if (p12_s != NULL) {
+    if ((n = input_get(L, p12_s, p12_len, "PKCS#12", &in)) != 0) return n;
+    if (in.pem) {
+      input_free(&in);
+      return xs2a_pusherror(L, "identity", "p12 must be DER (PKCS#12), not PEM", "parse");
+    }
+    n = load_p12(L, &in, &pc, id);
+    input_free(&in);
+    if (n != 0) { identity_free(id); return n; }
+  } else {
+    if ((n = input_get(L, cert_s, cert_len, "certificate", &in)) != 0) return n;
+    if (!load_certs(&in, &id->cert, &id->chain)) {
+      input_free(&in);
+      identity_free(id);
+      return xs2a_pusherror(L, "identity", "certificate is not a valid PEM or DER certificate", "parse");
+    }
+    if (key_s == NULL) {          /* key in the same PEM as the certificate */
+      if (!in.pem) {
+        input_free(&in);
+        identity_free(id);
+        return luaL_error(L, "identity: option 'key' is missing");
+      }
+      n = load_key(L, &in, &pc, &id->key);
+      input_free(&in);
+    } else {
+      input_free(&in);
+      if ((n = input_get(L, key_s, key_len, "private key", &in)) != 0) {
+        identity_free(id);
+        return n;
+      }
+      n = load_key(L, &in, &pc, &id->key);
+      input_free(&in);
+    }
+    if (n != 0) { identity_free(id); return n; }
+  }
+  if ((n = check_key_type(L, id->key)) != 0) { identity_free(id); return n; }
+  if (EVP_PKEY_eq(X509_get0_pubkey(id->cert), id->key) != 1) {
+    identity_free(id);
+    return xs2a_pusherror(L, "identity", "private key does not match the certificate", "mismatch");
+  }
+  ERR_clear_error();
+  return 1;
+}
+
+static int identity_close(lua_State *L) {   /* close, __close and __gc */
+  xs2a_identity *id = (xs2a_identity *)luaL_checkudata(L, 1, XS2A_IDENTITY);
+  identity_free(id);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Certificate facts                                                   */
+
+static void push_name(lua_State *L, X509_NAME *name) {
+  BIO *b = BIO_new(BIO_s_mem());
+  char *p;
+  long n;
+  /* RFC 2253, but UTF-8 stays UTF-8 instead of \XX escapes */
+  if (b == NULL || X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) < 0) {
+    BIO_free(b);
+    ERR_clear_error();
+    lua_pushliteral(L, "");
+    return;
+  }
+  n = BIO_get_mem_data(b, &p);
+  lua_pushlstring(L, p, n > 0 ? (size_t)n : 0);
+  BIO_free(b);
+}
+
+/* pushes the UTF-8 value of the first entry obj in name, or nil */
+static void push_name_entry(lua_State *L, X509_NAME *name, int nid, const char *oid) {
+  ASN1_OBJECT *obj = nid != NID_undef ? OBJ_nid2obj(nid) : OBJ_txt2obj(oid, 1);
+  int i = obj != NULL ? X509_NAME_get_index_by_OBJ(name, obj, -1) : -1;
+  unsigned char *utf8 = NULL;
+  int n;
+  if (nid == NID_undef) ASN1_OBJECT_free(obj);
+  if (i < 0) { ERR_clear_error(); lua_pushnil(L); return; }
+  n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+  if (n < 0) { ERR_clear_error(); lua_pushnil(L); return; }
+  lua_pushlstring(L, (const char *)utf8, (size_t)n);
+  OPENSSL_free(utf8);
+}
+
+static void push_serial(lua_State *L, const ASN1_INTEGER *serial) {
+  BIGNUM *bn = ASN1_INTEGER_to_BN(serial, NULL);
+  char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+  if (hex == NULL) {
+    lua_pushnil(L);
+  } else {
+    const char *p = hex;
+    int neg = (*p == '-');
+    if (neg) p++;
+    while (p[0] == '0' && p[1] != '\0') p++;
+    lua_pushfstring(L, "%s%s", neg ? "-" : "", p);
+  }
+  OPENSSL_free(hex);
+  BN_free(bn);
+  ERR_clear_error();
+}
+
+/* days since 1970-01-01 of a civil date (proleptic Gregorian) */
+static long long days_from_civil(long long y, unsigned m, unsigned d) {
+  long long era;
+  unsigned yoe, doy, doe;
+  y -= m <= 2;
+  era = (y >= 0 ? y : y - 399) / 400;
+  yoe = (unsigned)(y - era * 400);
+  doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + (long long)doe - 719468;
+}
+
+static void push_time(lua_State *L, const ASN1_TIME *t) {
+  struct tm tm;
+  long long secs;
+  memset(&tm, 0, sizeof tm);
+  if (t == NULL || !ASN1_TIME_to_tm(t, &tm)) { ERR_clear_error(); lua_pushnil(L); return; }
+  secs = days_from_civil((long long)tm.tm_year + 1900, (unsigned)tm.tm_mon + 1,
+                         (unsigned)tm.tm_mday) * 86400LL +
+         tm.tm_hour * 3600LL + tm.tm_min * 60LL + tm.tm_sec;
+  lua_pushnumber(L, (lua_Number)secs);
+}
+
+/* DER walking with bounds checks; content is [*p, *p + *len). */
+static int der_get(const unsigned char **p, const unsigned char *end, int want_tag,
+                   const unsigned char **content, long *len) {
+  const unsigned char *q = *p;
+  long l;
+  int tag, cls, r;
+  if (q >= end) return 0;
+  r = ASN1_get_object(&q, &l, &tag, &cls, (long)(end - q));
+  if ((r & 0x80) || r == 0x21 || cls != V_ASN1_UNIVERSAL || l < 0 || l > end - q) {
+    ERR_clear_error();
+    return 0;
+  }
+  if (want_tag >= 0 && tag != want_tag) return 0;
+  *content = q;
+  *len = l;
+  *p = q + l;
+  return 1;
+}
+
+/* 0.4.0.19495.2 (id-etsi-psd2-qcStatement) and the role arc 0.4.0.19495.1 */
+static const unsigned char OID_PSD2_STATEMENT[] = {0x04, 0x00, 0x81, 0x98, 0x27, 0x02};
+static const unsigned char OID_PSD2_ROLE_ARC[] = {0x04, 0x00, 0x81, 0x98, 0x27, 0x01};
+static const char *const ROLE_BY_OID[] = {NULL, "PSP_AS", "PSP_PI", "PSP_AI", "PSP_IC"};
+
+static int is_text_tag(int tag) {
+  return tag == V_ASN1_UTF8STRING || tag == V_ASN1_PRINTABLESTRING || tag == V_ASN1_IA5STRING;
+}
+
+static int der_text(const unsigned char **p, const unsigned char *end,
+                    const unsigned char **s, long *len) {
+  const unsigned char *q = *p;
+  long l;
+  int tag, cls, r;
+  if (q >= end) return 0;
+  r = ASN1_get_object(&q, &l, &tag, &cls, (long)(end - q));
+  if ((r & 0x80) || r == 0x21 || (r & V_ASN1_CONSTRUCTED) || !is_text_tag(tag) ||
+      l < 0 || l > end - q) {
+    ERR_clear_error();
+    return 0;
+  }
+  *s = q;
+  *len = l;
+  *p = q + l;
+  return 1;
+}
+
+/* Sets info.roles (list, maybe empty), info.nca_name, info.nca_id from the
+ * PSD2 QCStatement. Malformed data just yields no roles. Table at top. */
+static void push_psd2(lua_State *L, X509 *cert) {
+  ASN1_OBJECT *qcs = OBJ_txt2obj("1.3.6.1.5.5.7.1.3", 1);
+  int idx = qcs != NULL ? X509_get_ext_by_OBJ(cert, qcs, -1) : -1;
+  const unsigned char *p, *end, *c, *stmt_end;
+  long len;
+  ASN1_OBJECT_free(qcs);
+  lua_newtable(L);                                 /* info, roles */
+  if (idx < 0) goto done;
+  {
+    ASN1_OCTET_STRING *os = X509_EXTENSION_get_data(X509_get_ext(cert, idx));
+    p = ASN1_STRING_get0_data(os);
+    end = p + ASN1_STRING_length(os);
+  }
+  if (!der_get(&p, end, V_ASN1_SEQUENCE, &c, &len)) goto done;
+  p = c;
+  end = c + len;
+  while (p < end) {                                /* each QCStatement */
+    const unsigned char *oid, *q;
+    long oid_len;
+    if (!der_get(&p, end, V_ASN1_SEQUENCE, &c, &len)) goto done;
+    q = c;
+    stmt_end = c + len;
+    if (!der_get(&q, stmt_end, V_ASN1_OBJECT, &oid, &oid_len)) goto done;
+    if (oid_len != (long)sizeof OID_PSD2_STATEMENT ||
+        memcmp(oid, OID_PSD2_STATEMENT, sizeof OID_PSD2_STATEMENT) != 0)
+      continue;
+    /* PSD2QcType ::= SEQUENCE { rolesOfPSP, nCAName, nCAId } */
+    {
+      const unsigned char *t, *t_end, *roles, *roles_end, *s;
+      long tl, sl;
+      int n = 0;
+      if (!der_get(&q, stmt_end, V_ASN1_SEQUENCE, &t, &tl)) goto done;
+      t_end = t + tl;
+      if (!der_get(&t, t_end, V_ASN1_SEQUENCE, &roles, &tl)) goto done;
+      roles_end = roles + tl;
+      while (roles < roles_end) {                  /* RoleOfPSP ::= SEQUENCE { oid, name } */
+        const unsigned char *r, *r_end, *roid;
+        long rl, roid_len;
+        if (!der_get(&roles, roles_end, V_ASN1_SEQUENCE, &r, &rl)) goto done;
+        r_end = r + rl;
+        if (!der_get(&r, r_end, V_ASN1_OBJECT, &roid, &roid_len)) goto done;
+        if (der_text(&r, r_end, &s, &sl) && sl > 0) {
+          lua_pushlstring(L, (const char *)s, (size_t)sl);
+        } else if (roid_len == (long)sizeof OID_PSD2_ROLE_ARC + 1 &&
+                   memcmp(roid, OID_PSD2_ROLE_ARC, sizeof OID_PSD2_ROLE_ARC) == 0 &&
+                   roid[roid_len - 1] >= 1 && roid[roid_len - 1] <= 4) {
+          lua_pushstring(L, ROLE_BY_OID[roid[roid_len - 1]]);
+        } else {
+          continue;
+        }
+        lua_rawseti(L, -2, ++n);
+      }
+      if (der_text(&t, t_end, &s, &sl)) {
+        lua_pushlstring(L, (const char *)s, (size_t)sl);
+        lua_setfield(L, -3, "nca_name");
+        if (der_text(&t, t_end, &s, &sl)) {
+          lua_pushlstring(L, (const char *)s, (size_t)sl);
+          lua_setfield(L, -3, "nca_id");
+        }
+      }
+    }
+    break;
+  }
+done:
+  lua_setfield(L, -2, "roles");                    /* info */
+}
+
+static void push_key_facts(lua_State *L, const EVP_PKEY *key) {
+  int id = key != NULL ? EVP_PKEY_base_id(key) : NID_undef;
+  if (id == EVP_PKEY_RSA) lua_pushliteral(L, "RSA");
+  else if (id == EVP_PKEY_EC) lua_pushliteral(L, "EC");
+  else if (id != NID_undef && OBJ_nid2sn(id) != NULL) lua_pushstring(L, OBJ_nid2sn(id));
+  else lua_pushnil(L);
+  lua_setfield(L, -2, "key_type");
+  if (key != NULL) {
+    lua_pushinteger(L, EVP_PKEY_bits(key));
+    lua_setfield(L, -2, "key_bits");
+  }
+}
+
+void xs2a_pushcertinfo(lua_State *L, X509 *cert) {
+  static const char hexd[] = "0123456789abcdef";
+  unsigned char md[EVP_MAX_MD_SIZE];
+  char hex[2 * EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0, i;
+  X509_NAME *subject = X509_get_subject_name(cert);
+  lua_createtable(L, 0, 16);                       /* info */
+  push_name(L, subject);
+  lua_setfield(L, -2, "subject");
+  push_name(L, X509_get_issuer_name(cert));
+  lua_setfield(L, -2, "issuer");
+  push_name_entry(L, subject, NID_commonName, NULL);
+  lua_setfield(L, -2, "common_name");
+  push_name_entry(L, subject, NID_undef, "2.5.4.97");
+  lua_setfield(L, -2, "organization_identifier");
+  push_serial(L, X509_get0_serialNumber(cert));
+  lua_setfield(L, -2, "serial");
+  push_time(L, X509_get0_notBefore(cert));
+  lua_setfield(L, -2, "not_before");
+  push_time(L, X509_get0_notAfter(cert));
+  lua_setfield(L, -2, "not_after");
+  lua_pushboolean(L, X509_cmp_current_time(X509_get0_notAfter(cert)) < 0);
+  lua_setfield(L, -2, "expired");
+  push_psd2(L, cert);
+  push_key_facts(L, X509_get0_pubkey(cert));
+  if (X509_digest(cert, EVP_sha256(), md, &mdlen)) {
+    for (i = 0; i < mdlen; i++) {
+      hex[2 * i] = hexd[md[i] >> 4];
+      hex[2 * i + 1] = hexd[md[i] & 15];
+    }
+    lua_pushlstring(L, hex, 2 * (size_t)mdlen);
+    lua_setfield(L, -2, "fingerprint");
+  }
+  ERR_clear_error();
+}
+
+static int identity_info(lua_State *L) {
+  xs2a_identity *id = xs2a_checkidentity(L, 1);
+  xs2a_pushcertinfo(L, id->cert);
+  push_key_facts(L, id->key);
+  return 1;
+}
+
+static void push_der(lua_State *L, X509 *x) {
+  unsigned char *der = NULL;
+  int n = i2d_X509(x, &der);
+  if (n < 0) { ERR_clear_error(); luaL_error(L, "identity: cannot encode the certificate"); }
+  lua_pushlstring(L, (const char *)der, (size_t)n);
+  OPENSSL_free(der);
+}
+
+static int identity_cert_der(lua_State *L) {
+  push_der(L, xs2a_checkidentity(L, 1)->cert);
+  return 1;
+}
+
+static int identity_cert_pem(lua_State *L) {
+  xs2a_identity *id = xs2a_checkidentity(L, 1);
+  BIO *b = BIO_new(BIO_s_mem());
+  char *p;
+  long n;
+  if (b == NULL || !PEM_write_bio_X509(b, id->cert)) {
+    BIO_free(b);
+    return xs2a_pushsslerror(L, "identity.cert_pem");
+  }
+  n = BIO_get_mem_data(b, &p);
+  lua_pushlstring(L, p, n > 0 ? (size_t)n : 0);
+  BIO_free(b);
+  return 1;
+}
+
+static int identity_chain_der(lua_State *L) {
+  xs2a_identity *id = xs2a_checkidentity(L, 1);
+  int i, n = id->chain != NULL ? sk_X509_num(id->chain) : 0;
+  lua_createtable(L, n, 0);
+  for (i = 0; i < n; i++) {
+    push_der(L, sk_X509_value(id->chain, i));
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+size_t xs2a_ec_halfsize(const EVP_PKEY *key) {
+  if (key == NULL || EVP_PKEY_base_id(key) != EVP_PKEY_EC) return 0;
+  return ((size_t)EVP_PKEY_bits(key) + 7) / 8;
+}
+
+/* identity:sign(data, {hash=, padding=, ec_format=}) -> signature bytes | nil, err */
+static int identity_sign(lua_State *L) {
+  xs2a_identity *id = xs2a_checkidentity(L, 1);
+  size_t len, siglen = 0;
+  const char *data = luaL_checklstring(L, 2, &len);
+  int is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
+  xs2a_sigopts o;
+  EVP_MD_CTX *ctx = NULL;
+  EVP_PKEY_CTX *pctx = NULL;
+  unsigned char *sig = NULL;
+  int ok = 0;
+  xs2a_checksigopts(L, 3, &o);
+  if (o.pss && is_ec) return luaL_argerror(L, 3, "padding 'pss' needs an RSA key");
+  ERR_clear_error();
+  if ((ctx = EVP_MD_CTX_new()) == NULL) goto cleanup;
+  if (EVP_DigestSignInit(ctx, &pctx, (const EVP_MD *)o.md, NULL, id->key) != 1) goto cleanup;
+  if (!is_ec) {
+    if (EVP_PKEY_CTX_set_rsa_padding(pctx, o.pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) <= 0)
+      goto cleanup;
+    if (o.pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0)
+      goto cleanup;
+  }
+  if (EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)data, len) != 1) goto cleanup;
+  if ((sig = OPENSSL_malloc(siglen)) == NULL) goto cleanup;
+  if (EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)data, len) != 1) goto cleanup;
+  ok = 1;
+cleanup:
+  EVP_MD_CTX_free(ctx);
+  if (!ok) {
+    OPENSSL_free(sig);
+    return xs2a_pushsslerror(L, "identity.sign");
+  }
+  if (is_ec && o.ec_raw) {
+    size_t half = xs2a_ec_halfsize(id->key);
+    unsigned char raw[2 * 66];
+    if (half == 0 || half > 66 || !xs2a_ec_der2raw(sig, siglen, half, raw)) {
+      OPENSSL_free(sig);
+      return xs2a_pushsslerror(L, "identity.sign");
+    }
+    lua_pushlstring(L, (const char *)raw, 2 * half);
+  } else {
+    lua_pushlstring(L, (const char *)sig, siglen);
+  }
+  OPENSSL_free(sig);
+  return 1;
+}
+
+/* The private key as unencrypted PEM, only for ngx.ssl.parse_pem_priv_key. */
+static int identity_export_key_pem(lua_State *L) {
+  xs2a_identity *id = xs2a_checkidentity(L, 1);
+  char *key = NULL;
+  size_t len = 0;
+  if (!key_pem(id, &key, &len)) return xs2a_pushsslerror(L, "identity.export_key_pem");
+  lua_pushlstring(L, key, len);
+  OPENSSL_clear_free(key, len);
+  return 1;
+}
+
+static int identity__tostring(lua_State *L) {
+  xs2a_identity *id = (xs2a_identity *)luaL_checkudata(L, 1, XS2A_IDENTITY);
+  int kid;
+  if (id->cert == NULL) {
+    lua_pushliteral(L, "xs2a.Identity (closed)");
+    return 1;
+  }
+  push_name_entry(L, X509_get_subject_name(id->cert), NID_commonName, NULL);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    push_name(L, X509_get_subject_name(id->cert));
+  } else {
+    lua_pushfstring(L, "CN=%s", lua_tostring(L, -1));
+    lua_remove(L, -2);
+  }
+  kid = EVP_PKEY_base_id(id->key);
+  lua_pushfstring(L, "xs2a.Identity (%s, %s %d)", lua_tostring(L, -1),
+                  kid == EVP_PKEY_RSA ? "RSA" : kid == EVP_PKEY_EC ? "EC" : "?",
+                  EVP_PKEY_bits(id->key));
+  return 1;
+}
+
+/* core.cert_info(pem_or_der) -> info | nil, err */
+static int core_cert_info(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  X509 *x = xs2a_parsecert(s, len);
+  if (x == NULL)
+    return xs2a_pusherror(L, "cert_info", "not a PEM or DER certificate", "parse");
+  xs2a_pushcertinfo(L, x);
+  X509_free(x);
+  return 1;
+}
+
+static const luaL_Reg identity_methods[] = {
+  {"info", identity_info},
+  {"cert_der", identity_cert_der},
+  {"cert_pem", identity_cert_pem},
+  {"chain_der", identity_chain_der},
+  {"sign", identity_sign},
+  {"export_key_pem", identity_export_key_pem},
+  {"close", identity_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg identity_meta[] = {
+  {"__gc", identity_close},
+  {"__close", identity_close},
+  {"__tostring", identity__tostring},
+  {NULL, NULL}
+};
+
+static const luaL_Reg identity_funcs[] = {
+  {"identity", identity_new},
+  {"cert_info", core_cert_info},
+  {NULL, NULL}
+};
+
+void xs2a_identity_open(lua_State *L) {
+  xs2a_newclass(L, XS2A_IDENTITY, identity_methods, identity_meta);
+  luaL_setfuncs(L, identity_funcs, 0);
+}
