@@ -6,3 +6,4 @@ files["lua/xs2a/transport/ngx.lua"] = { globals = { "ngx" } }
 files["lua/xs2a/store/shdict.lua"] = { globals = { "ngx" } }
 files["sandbox/lua"] = { globals = { "ngx" } }
 files["examples/openresty"] = { globals = { "ngx" } }
+files["spec/fixtures"] = { globals = { "ngx" } }

@@ -17,6 +17,7 @@ void xs2a_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
 void xs2a_identity_open(lua_State *L);
 void xs2a_crypto_open(lua_State *L);
 void xs2a_http_open(lua_State *L);
+void xs2a_time_open(lua_State *L);
 
 /* identity.c, for the HTTP session: borrow the OpenSSL objects of an
  * identity (NULL if closed). The caller keeps the identity alive. */

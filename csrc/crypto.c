@@ -1,4 +1,428 @@
-/* crypto.c: placeholder until the part lands. */
+/* crypto.c: digests, HMAC, signature checks, randomness and encodings. */
+#include <ctype.h>
+#include <string.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include "core.h"
 
-void xs2a_crypto_open(lua_State *L) { (void)L; }
+#define MAX_RANDOM (1024 * 1024)
+
+/* A work buffer owned by the Lua GC (luaL_buffinitsize on LuaJIT only gives
+ * LUAL_BUFFERSIZE bytes, so we do not use it for sized output). */
+static unsigned char *scratch(lua_State *L, size_t n) {
+  return (unsigned char *)lua_newuserdata(L, n ? n : 1);
+}
+
+/* pushes out[0..n) as a string, wipes and drops the scratch below it */
+static void push_scratch(lua_State *L, unsigned char *out, size_t n, size_t size) {
+  lua_pushlstring(L, (const char *)out, n);
+  OPENSSL_cleanse(out, size ? size : 1);
+  lua_remove(L, -2);
+}
+
+/* "sha256", "SHA-256", "sha-256" ... -> EVP_MD; sha1 only where allow_sha1 */
+static const EVP_MD *md_byname(const char *name, int allow_sha1) {
+  char norm[16];
+  size_t i, j = 0;
+  for (i = 0; name[i] != '\0' && j < sizeof norm - 1; i++)
+    if (name[i] != '-') norm[j++] = (char)tolower((unsigned char)name[i]);
+  norm[j] = '\0';
+  if (name[i] != '\0') return NULL;
+  if (strcmp(norm, "sha256") == 0) return EVP_sha256();
+  if (strcmp(norm, "sha384") == 0) return EVP_sha384();
+  if (strcmp(norm, "sha512") == 0) return EVP_sha512();
+  if (allow_sha1 && strcmp(norm, "sha1") == 0) return EVP_sha1();
+  return NULL;
+}
+
+static const EVP_MD *check_md(lua_State *L, int idx, int allow_sha1) {
+  const char *name = luaL_checkstring(L, idx);
+  const EVP_MD *md = md_byname(name, allow_sha1);
+  if (md == NULL) luaL_argerror(L, idx, lua_pushfstring(L, "unknown digest '%s'", name));
+  return md;
+}
+
+void xs2a_checksigopts(lua_State *L, int idx, xs2a_sigopts *o) {
+  o->md = EVP_sha256();
+  o->pss = 0;
+  o->ec_raw = 0;
+  if (lua_isnoneornil(L, idx)) return;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_getfield(L, idx, "hash");
+  if (!lua_isnil(L, -1)) {
+    const char *name = lua_tostring(L, -1);
+    if (lua_type(L, -1) != LUA_TSTRING || (o->md = md_byname(name, 0)) == NULL)
+      luaL_argerror(L, idx, "hash must be 'sha256', 'sha384' or 'sha512'");
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "padding");
+  if (!lua_isnil(L, -1)) {
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    if (strcmp(s, "pss") == 0) o->pss = 1;
+    else if (strcmp(s, "pkcs1") != 0) luaL_argerror(L, idx, "padding must be 'pkcs1' or 'pss'");
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "ec_format");
+  if (!lua_isnil(L, -1)) {
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    if (strcmp(s, "raw") == 0) o->ec_raw = 1;
+    else if (strcmp(s, "der") != 0) luaL_argerror(L, idx, "ec_format must be 'der' or 'raw'");
+  }
+  lua_pop(L, 1);
+}
+
+int xs2a_ec_der2raw(const unsigned char *der, size_t der_len, size_t nlen,
+                    unsigned char *raw) {
+  const unsigned char *p = der;
+  ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len);
+  const BIGNUM *r, *s;
+  int ok;
+  if (sig == NULL) return 0;
+  ECDSA_SIG_get0(sig, &r, &s);
+  ok = BN_bn2binpad(r, raw, (int)nlen) == (int)nlen &&
+       BN_bn2binpad(s, raw + nlen, (int)nlen) == (int)nlen;
+  ECDSA_SIG_free(sig);
+  return ok;
+}
+
+int xs2a_ec_raw2der(const unsigned char *raw, size_t raw_len,
+                    unsigned char **der, size_t *der_len) {
+  ECDSA_SIG *sig;
+  BIGNUM *r, *s;
+  int n;
+  *der = NULL;
+  if (raw_len == 0 || raw_len % 2 != 0 || raw_len > 2 * 66) return 0;
+  r = BN_bin2bn(raw, (int)(raw_len / 2), NULL);
+  s = BN_bin2bn(raw + raw_len / 2, (int)(raw_len / 2), NULL);
+  sig = ECDSA_SIG_new();
+  if (r == NULL || s == NULL || sig == NULL || !ECDSA_SIG_set0(sig, r, s)) {
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(sig);
+    return 0;
+  }
+  n = i2d_ECDSA_SIG(sig, der);
+  ECDSA_SIG_free(sig);
+  if (n <= 0) return 0;
+  *der_len = (size_t)n;
+  return 1;
+}
+
+/* core.digest(alg, data) -> raw bytes */
+static int core_digest(lua_State *L) {
+  const EVP_MD *md = check_md(L, 1, 1);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (!EVP_Digest(data, len, out, &n, md, NULL)) return xs2a_pushsslerror(L, "digest");
+  lua_pushlstring(L, (const char *)out, n);
+  return 1;
+}
+
+/* core.hmac(alg, key, data) -> raw bytes */
+static int core_hmac(lua_State *L) {
+  const EVP_MD *md = check_md(L, 1, 1);
+  size_t klen, len;
+  const char *key = luaL_checklstring(L, 2, &klen);
+  const char *data = luaL_checklstring(L, 3, &len);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (klen > INT_MAX) return luaL_argerror(L, 2, "key too long");
+  if (HMAC(md, key, (int)klen, (const unsigned char *)data, len, out, &n) == NULL)
+    return xs2a_pushsslerror(L, "hmac");
+  lua_pushlstring(L, (const char *)out, n);
+  OPENSSL_cleanse(out, sizeof out);
+  return 1;
+}
+
+/* the public key of a certificate (PEM/DER), a PUBLIC KEY PEM/DER or an Identity */
+static EVP_PKEY *load_pubkey(lua_State *L, int idx) {
+  EVP_PKEY *pk = NULL;
+  size_t len;
+  const char *s;
+  X509 *x;
+  if (lua_type(L, idx) == LUA_TUSERDATA) {
+    xs2a_identity *id = xs2a_checkidentity(L, idx);
+    pk = X509_get_pubkey(xs2a_identity_cert(id));
+    ERR_clear_error();
+    return pk;
+  }
+  s = luaL_checklstring(L, idx, &len);
+  if ((x = xs2a_parsecert(s, len)) != NULL) {
+    pk = X509_get_pubkey(x);
+    X509_free(x);
+  } else if (len <= INT_MAX && strstr(s, "-----BEGIN PUBLIC KEY") != NULL) {
+    BIO *b = BIO_new_mem_buf(s, (int)len);
+    if (b != NULL) pk = PEM_read_bio_PUBKEY(b, NULL, NULL, NULL);
+    BIO_free(b);
+  } else {
+    const unsigned char *p = (const unsigned char *)s;
+    pk = d2i_PUBKEY(NULL, &p, (long)len);
+  }
+  ERR_clear_error();
+  return pk;
+}
+
+/* core.verify(cert, data, sig, opts) -> true | false, reason */
+static int core_verify(lua_State *L) {
+  size_t len, siglen, derlen = 0;
+  const char *data = luaL_checklstring(L, 2, &len);
+  const char *sig = luaL_checklstring(L, 3, &siglen);
+  EVP_PKEY *pk;
+  EVP_MD_CTX *ctx = NULL;
+  EVP_PKEY_CTX *pctx = NULL;
+  unsigned char *der = NULL;
+  const unsigned char *check = (const unsigned char *)sig;
+  xs2a_sigopts o;
+  int is_ec, r = -1;
+  const char *why = NULL;
+  if (lua_type(L, 1) != LUA_TUSERDATA) luaL_checkstring(L, 1);
+  xs2a_checksigopts(L, 4, &o);
+  if ((pk = load_pubkey(L, 1)) == NULL) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "verify: not a certificate or public key");
+    return 2;
+  }
+  is_ec = EVP_PKEY_base_id(pk) == EVP_PKEY_EC;
+  if (is_ec && o.pss) { why = "padding 'pss' needs an RSA key"; goto cleanup; }
+  if (!is_ec && EVP_PKEY_base_id(pk) != EVP_PKEY_RSA) { why = "unsupported key type"; goto cleanup; }
+  if (is_ec && o.ec_raw) {
+    if (siglen != 2 * xs2a_ec_halfsize(pk) ||
+        !xs2a_ec_raw2der((const unsigned char *)sig, siglen, &der, &derlen)) {
+      why = "signature has the wrong length";
+      goto cleanup;
+    }
+    check = der;
+    siglen = derlen;
+  }
+  if ((ctx = EVP_MD_CTX_new()) == NULL ||
+      EVP_DigestVerifyInit(ctx, &pctx, (const EVP_MD *)o.md, NULL, pk) != 1) {
+    why = "cannot set up the check";
+    goto cleanup;
+  }
+  if (!is_ec && (EVP_PKEY_CTX_set_rsa_padding(pctx, o.pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) <= 0 ||
+                 (o.pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0))) {
+    why = "cannot set up the padding";
+    goto cleanup;
+  }
+  r = EVP_DigestVerify(ctx, check, siglen, (const unsigned char *)data, len);
+  if (r != 1) why = "signature does not match";
+cleanup:
+  ERR_clear_error();
+  EVP_MD_CTX_free(ctx);
+  EVP_PKEY_free(pk);
+  OPENSSL_free(der);
+  if (why == NULL) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushboolean(L, 0);
+  lua_pushfstring(L, "verify: %s", why);
+  return 2;
+}
+
+/* core.random(n) -> n bytes from the CSPRNG */
+static int core_random(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  unsigned char *p;
+  luaL_argcheck(L, n >= 0 && n <= MAX_RANDOM, 1, "out of range");
+  if (n == 0) { lua_pushliteral(L, ""); return 1; }
+  p = scratch(L, (size_t)n);
+  if (RAND_bytes(p, (int)n) != 1) return luaL_error(L, "random: the CSPRNG failed");
+  push_scratch(L, p, (size_t)n, (size_t)n);
+  return 1;
+}
+
+/* ---- base64, both alphabets, strict ---- */
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static int b64_encode(lua_State *L, const char *alpha, int pad) {
+  size_t len, i, o = 0;
+  const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+  unsigned char *out;
+  size_t outlen = (len + 2) / 3 * 4;
+  if (len == 0) { lua_pushliteral(L, ""); return 1; }
+  out = scratch(L, outlen);
+  for (i = 0; i + 2 < len; i += 3) {
+    unsigned long v = ((unsigned long)s[i] << 16) | ((unsigned long)s[i + 1] << 8) | s[i + 2];
+    out[o++] = alpha[(v >> 18) & 63];
+    out[o++] = alpha[(v >> 12) & 63];
+    out[o++] = alpha[(v >> 6) & 63];
+    out[o++] = alpha[v & 63];
+  }
+  if (len - i == 1) {
+    unsigned long v = (unsigned long)s[i] << 16;
+    out[o++] = alpha[(v >> 18) & 63];
+    out[o++] = alpha[(v >> 12) & 63];
+    if (pad) { out[o++] = '='; out[o++] = '='; }
+  } else if (len - i == 2) {
+    unsigned long v = ((unsigned long)s[i] << 16) | ((unsigned long)s[i + 1] << 8);
+    out[o++] = alpha[(v >> 18) & 63];
+    out[o++] = alpha[(v >> 12) & 63];
+    out[o++] = alpha[(v >> 6) & 63];
+    if (pad) out[o++] = '=';
+  }
+  push_scratch(L, out, o, outlen);
+  return 1;
+}
+
+static int b64_value(int c, int url) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == (url ? '-' : '+')) return 62;
+  if (c == (url ? '_' : '/')) return 63;
+  return -1;
+}
+
+/* standard: padded, length % 4 == 0; url: unpadded. Canonical only. */
+static int b64_decode(lua_State *L, int url, const char *op) {
+  size_t len, i, n, o = 0, full, rest;
+  const char *s = luaL_checklstring(L, 1, &len);
+  unsigned char *out;
+  n = len;
+  if (!url) {
+    if (len % 4 != 0) return xs2a_pusherror(L, op, "length is not a multiple of 4", NULL);
+    if (n > 0 && s[n - 1] == '=') n--;
+    if (n > 0 && s[n - 1] == '=') n--;
+  }
+  rest = n % 4;
+  if (rest == 1) return xs2a_pusherror(L, op, "invalid length", NULL);
+  full = n - rest;
+  for (i = 0; i < n; i++)
+    if (b64_value((unsigned char)s[i], url) < 0)
+      return xs2a_pusherror(L, op, "invalid character", NULL);
+  out = scratch(L, n / 4 * 3 + 3);
+  for (i = 0; i < full; i += 4) {
+    unsigned long v = ((unsigned long)b64_value((unsigned char)s[i], url) << 18) |
+                      ((unsigned long)b64_value((unsigned char)s[i + 1], url) << 12) |
+                      ((unsigned long)b64_value((unsigned char)s[i + 2], url) << 6) |
+                      (unsigned long)b64_value((unsigned char)s[i + 3], url);
+    out[o++] = (unsigned char)(v >> 16);
+    out[o++] = (unsigned char)(v >> 8);
+    out[o++] = (unsigned char)v;
+  }
+  if (rest > 0) {
+    unsigned long v = ((unsigned long)b64_value((unsigned char)s[i], url) << 18) |
+                      ((unsigned long)b64_value((unsigned char)s[i + 1], url) << 12);
+    if (rest == 3) v |= (unsigned long)b64_value((unsigned char)s[i + 2], url) << 6;
+    if ((rest == 2 && (v & 0xFFFF)) || (rest == 3 && (v & 0xFF))) {
+      lua_pop(L, 1);
+      return xs2a_pusherror(L, op, "non-canonical trailing bits", NULL);
+    }
+    out[o++] = (unsigned char)(v >> 16);
+    if (rest == 3) out[o++] = (unsigned char)(v >> 8);
+  }
+  push_scratch(L, out, o, n / 4 * 3 + 3);
+  return 1;
+}
+
+static int core_b64encode(lua_State *L) { return b64_encode(L, B64, 1); }
+static int core_b64url_encode(lua_State *L) { return b64_encode(L, B64URL, 0); }
+static int core_b64decode(lua_State *L) { return b64_decode(L, 0, "b64decode"); }
+static int core_b64url_decode(lua_State *L) { return b64_decode(L, 1, "b64url_decode"); }
+
+/* core.uuid4() -> RFC 4122 version 4, lowercase */
+static int core_uuid4(lua_State *L) {
+  static const char hexd[] = "0123456789abcdef";
+  unsigned char r[16];
+  char out[36];
+  int i, o = 0;
+  if (RAND_bytes(r, sizeof r) != 1) return luaL_error(L, "uuid4: the CSPRNG failed");
+  r[6] = (unsigned char)((r[6] & 0x0F) | 0x40);
+  r[8] = (unsigned char)((r[8] & 0x3F) | 0x80);
+  for (i = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+    out[o++] = hexd[r[i] >> 4];
+    out[o++] = hexd[r[i] & 15];
+  }
+  lua_pushlstring(L, out, sizeof out);
+  return 1;
+}
+
+/* core.ct_equal(a, b): time depends on the length only, never on the contents */
+static int core_ct_equal(lua_State *L) {
+  size_t la, lb;
+  const char *a = luaL_checklstring(L, 1, &la);
+  const char *b = luaL_checklstring(L, 2, &lb);
+  if (la != lb) {
+    (void)CRYPTO_memcmp(a, a, la);
+    lua_pushboolean(L, 0);
+  } else {
+    lua_pushboolean(L, CRYPTO_memcmp(a, b, la) == 0);
+  }
+  return 1;
+}
+
+/* core.hex(s) -> lowercase hex */
+static int core_hex(lua_State *L) {
+  static const char hexd[] = "0123456789abcdef";
+  size_t len, i;
+  const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+  unsigned char *out;
+  if (len == 0) { lua_pushliteral(L, ""); return 1; }
+  out = scratch(L, 2 * len);
+  for (i = 0; i < len; i++) {
+    out[2 * i] = hexd[s[i] >> 4];
+    out[2 * i + 1] = hexd[s[i] & 15];
+  }
+  push_scratch(L, out, 2 * len, 2 * len);
+  return 1;
+}
+
+/* core.cert_issued_by(cert, issuer) -> true | false, reason
+ * (names chain up and issuer's key verifies cert's signature; no validity
+ * dates, no path building) */
+static int core_cert_issued_by(lua_State *L) {
+  size_t la, lb;
+  const char *a = luaL_checklstring(L, 1, &la);
+  const char *b = luaL_checklstring(L, 2, &lb);
+  X509 *cert = xs2a_parsecert(a, la), *issuer = xs2a_parsecert(b, lb);
+  const char *why = NULL;
+  if (cert == NULL || issuer == NULL) why = "not a certificate";
+  else if (X509_check_issued(issuer, cert) != X509_V_OK) why = "issuer name or key usage does not match";
+  else if (X509_verify(cert, X509_get0_pubkey(issuer)) != 1) why = "certificate signature does not verify";
+  ERR_clear_error();
+  X509_free(cert);
+  X509_free(issuer);
+  if (why == NULL) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushboolean(L, 0);
+  lua_pushfstring(L, "cert_issued_by: %s", why);
+  return 2;
+}
+
+static const luaL_Reg crypto_funcs[] = {
+  {"cert_issued_by", core_cert_issued_by},
+  {"digest", core_digest},
+  {"hmac", core_hmac},
+  {"verify", core_verify},
+  {"random", core_random},
+  {"b64encode", core_b64encode},
+  {"b64decode", core_b64decode},
+  {"b64url_encode", core_b64url_encode},
+  {"b64url_decode", core_b64url_decode},
+  {"uuid4", core_uuid4},
+  {"ct_equal", core_ct_equal},
+  {"hex", core_hex},
+  {NULL, NULL}
+};
+
+void xs2a_crypto_open(lua_State *L) {
+  luaL_setfuncs(L, crypto_funcs, 0);
+}

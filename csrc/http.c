@@ -1,4 +1,830 @@
-/* http.c: placeholder until the part lands. */
+/* http.c: HTTPS sessions over libcurl (a share handle, a multi handle, mTLS from memory). */
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <curl/curl.h>
+#include <openssl/crypto.h>
 #include "core.h"
 
-void xs2a_http_open(lua_State *L) { (void)L; }
+/* The only mutable C global: libcurl's process-wide initialisation. */
+static int http_curl_ready = 0;
+
+#define DEFAULT_CONNECT_TIMEOUT 5000      /* ms */
+#define DEFAULT_TIMEOUT 30000             /* ms */
+#define DEFAULT_MAX_BODY (8 * 1024 * 1024)
+#define MAX_HEADER_BYTES (256 * 1024)     /* all header lines of one response */
+#define MAX_TIMEOUT 86400000              /* one day, in ms */
+#define DRIVE_SLICE 1000                  /* longest single wait inside request() */
+
+enum { XF_NEW, XF_RUNNING, XF_DONE, XF_CLAIMED };
+
+typedef struct membuf {
+  char *p;                 /* owned (malloc) */
+  size_t len, cap;
+} membuf;
+
+typedef struct xs2a_session xs2a_session;
+
+/* One transfer. Lives in the session's list from submit until its result
+ * has been handed to Lua (or the session closes). */
+typedef struct xfer {
+  struct xfer *next;
+  CURL *easy;                  /* owned */
+  struct curl_slist *hdrs;     /* owned */
+  lua_Integer id;
+  int state;
+  CURLcode result;
+  int too_large, oom;
+  size_t max_body;
+  long timeout;                /* ms, for the safety deadline */
+  double started;              /* monotonic seconds */
+  membuf body, head;           /* owned: response body, header lines of the last response */
+  char errbuf[CURL_ERROR_SIZE];
+} xfer;
+
+struct xs2a_session {
+  int open;
+  CURLSH *share;               /* owned */
+  CURLM *multi;                /* owned */
+  xfer *xfers;                 /* owned list */
+  lua_Integer next_id;
+  char *cert; size_t cert_len; /* owned, OPENSSL_clear_free: identity certificate chain (PEM) */
+  char *key; size_t key_len;   /* owned, OPENSSL_clear_free: identity private key (PEM) */
+  char *cert_file, *key_file;  /* owned copies of paths (alternative to an identity) */
+  char *ca_file;               /* owned copy of a path, NULL = system store */
+  char *proxy;                 /* owned copy, NULL = no proxy at all */
+  long connect_timeout, timeout;
+  size_t max_body;
+  int http2;
+};
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                       */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static char *dupstr(const char *s) {
+  size_t n;
+  char *p;
+  if (s == NULL) return NULL;
+  n = strlen(s) + 1;
+  p = (char *)malloc(n);
+  if (p != NULL) memcpy(p, s, n);
+  return p;
+}
+
+static int membuf_add(membuf *b, const char *p, size_t n) {
+  if (n > b->cap - b->len) {
+    size_t cap = b->cap ? b->cap : 4096;
+    char *np;
+    while (cap - b->len < n) {
+      if (cap > ((size_t)-1) / 2) return 0;
+      cap *= 2;
+    }
+    np = (char *)realloc(b->p, cap);
+    if (np == NULL) return 0;
+    b->p = np;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, p, n);
+  b->len += n;
+  return 1;
+}
+
+static void membuf_free(membuf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+}
+
+/* RFC 9110 tchar: what a method or a header name may contain. */
+static int is_token(const char *s, size_t n) {
+  size_t i;
+  if (n == 0) return 0;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) continue;
+    if (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL) continue;
+    return 0;
+  }
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* libcurl callbacks: plain C, never touch Lua                         */
+
+static size_t on_body(char *ptr, size_t size, size_t n, void *ud) {
+  xfer *x = (xfer *)ud;
+  size_t len = size * n;
+  if (len > x->max_body - x->body.len) { x->too_large = 1; return 0; }
+  if (!membuf_add(&x->body, ptr, len)) { x->oom = 1; return 0; }
+  return len;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
+  xfer *x = (xfer *)ud;
+  size_t len = size * n;
+  /* a status line starts a new response (after 1xx): keep only the last */
+  if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) x->head.len = 0;
+  if (len > MAX_HEADER_BYTES - x->head.len) { x->too_large = 1; return 0; }
+  if (!membuf_add(&x->head, ptr, len)) { x->oom = 1; return 0; }
+  return len;
+}
+
+/* ------------------------------------------------------------------ */
+/* Transfers                                                           */
+
+static void xfer_free(xs2a_session *s, xfer *x) {
+  if (x->easy != NULL) {
+    if (x->state == XF_RUNNING && s->multi != NULL) curl_multi_remove_handle(s->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+  }
+  curl_slist_free_all(x->hdrs);
+  membuf_free(&x->body);
+  membuf_free(&x->head);
+  free(x);
+}
+
+static void xfer_unlink(xs2a_session *s, xfer *x) {
+  xfer **pp;
+  for (pp = &s->xfers; *pp != NULL; pp = &(*pp)->next)
+    if (*pp == x) { *pp = x->next; return; }
+}
+
+/* frees transfers left behind by a raised error (never started, or whose
+ * result could not be built) */
+static void sweep(xs2a_session *s) {
+  xfer **pp = &s->xfers;
+  while (*pp != NULL) {
+    xfer *x = *pp;
+    if (x->state == XF_NEW || x->state == XF_CLAIMED) {
+      *pp = x->next;
+      xfer_free(s, x);
+    } else {
+      pp = &x->next;
+    }
+  }
+}
+
+static int add_header(xfer *x, const char *line) {
+  struct curl_slist *l = curl_slist_append(x->hdrs, line);
+  if (l == NULL) return 0;
+  x->hdrs = l;
+  return 1;
+}
+
+/* Reads req (at idx) into a new easy handle. Raises for wrong types;
+ * returns NULL with *why set for a request that must not be sent. */
+static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **why) {
+  size_t method_len, url_len, body_len = 0, i;
+  const char *method, *url, *body = NULL;
+  long timeout = s->timeout;
+  size_t max_body = s->max_body;
+  int has_ctype = 0, has_expect = 0;
+  xfer *x;
+  CURL *e;
+
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_getfield(L, idx, "method");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_pushliteral(L, "GET"); }
+  if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request: method must be a string");
+  method = lua_tolstring(L, -1, &method_len);         /* kept on the stack */
+  lua_getfield(L, idx, "url");
+  if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request: url must be a string");
+  url = lua_tolstring(L, -1, &url_len);
+  lua_getfield(L, idx, "body");
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request: body must be a string or nil");
+    body = lua_tolstring(L, -1, &body_len);
+  }
+  lua_getfield(L, idx, "timeout");
+  if (!lua_isnil(L, -1)) {
+    lua_Number t;
+    if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "request: timeout must be a number (ms)");
+    t = lua_tonumber(L, -1);
+    if (!(t >= 1 && t <= MAX_TIMEOUT)) luaL_error(L, "request: timeout must be 1..%d ms", MAX_TIMEOUT);
+    timeout = (long)t;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "max_body");
+  if (!lua_isnil(L, -1)) {
+    lua_Number m;
+    if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "request: max_body must be a number (bytes)");
+    m = lua_tonumber(L, -1);
+    if (!(m >= 1 && m <= (lua_Number)INT_MAX)) luaL_error(L, "request: max_body must be 1..%d bytes", INT_MAX);
+    max_body = (size_t)m;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "headers");                      /* method, url, body, headers */
+  if (!lua_isnil(L, -1) && !lua_istable(L, -1)) luaL_error(L, "request: headers must be a table");
+
+  if (!is_token(method, method_len)) { *why = "method is not a valid token"; return NULL; }
+  if (url_len < 8 || strncasecmp(url, "https://", 8) != 0) { *why = "url must start with https://"; return NULL; }
+  for (i = 0; i < url_len; i++) {
+    unsigned char c = (unsigned char)url[i];
+    if (c <= 0x20 || c == 0x7f) { *why = "url contains a space or a control character"; return NULL; }
+  }
+
+  sweep(s);
+  x = (xfer *)calloc(1, sizeof *x);
+  if (x == NULL) luaL_error(L, "request: out of memory");
+  x->state = XF_NEW;
+  x->next = s->xfers;          /* linked before anything can raise: close or sweep frees it */
+  s->xfers = x;
+  x->max_body = max_body;
+  x->timeout = timeout;
+
+  /* headers; a failure here leaves x NEW for sweep() */
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);                                     /* ..., headers, key */
+    while (lua_next(L, -2) != 0) {                      /* ..., headers, key, value */
+      size_t nlen, vlen;
+      const char *name, *value;
+      luaL_Buffer b;
+      if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "request: header names must be strings");
+      if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+        luaL_error(L, "request: header values must be strings");
+      lua_pushvalue(L, -1);                             /* ..., key, value, value copy */
+      value = lua_tolstring(L, -1, &vlen);
+      name = lua_tolstring(L, -3, &nlen);
+      if (!is_token(name, nlen)) { *why = "header name is not a valid token"; goto reject; }
+      for (i = 0; i < vlen; i++)
+        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0') {
+          *why = "header value contains CR, LF or NUL";
+          goto reject;
+        }
+      if (strcasecmp(name, "content-type") == 0) has_ctype = 1;
+      if (strcasecmp(name, "expect") == 0) has_expect = 1;
+      luaL_buffinit(L, &b);
+      luaL_addlstring(&b, name, nlen);
+      /* "Name;" is libcurl's way to send a header with an empty value */
+      if (vlen == 0) luaL_addchar(&b, ';');
+      else { luaL_addstring(&b, ": "); luaL_addlstring(&b, value, vlen); }
+      luaL_pushresult(&b);                              /* ..., key, value, copy, line */
+      if (!add_header(x, lua_tostring(L, -1))) luaL_error(L, "request: out of memory");
+      lua_pop(L, 3);                                    /* ..., headers, key */
+    }
+  }
+  /* libcurl's defaults we do not want: a form content type, Expect: 100-continue */
+  if ((!has_ctype && !add_header(x, "Content-Type:")) || (!has_expect && !add_header(x, "Expect:")))
+    luaL_error(L, "request: out of memory");
+
+  if ((e = x->easy = curl_easy_init()) == NULL) luaL_error(L, "request: out of memory");
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
+  curl_easy_setopt(e, CURLOPT_SHARE, s->share);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_URL, url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
+#else
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS);
+#endif
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(e, CURLOPT_PROXY, s->proxy != NULL ? s->proxy : "");
+  curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (s->ca_file != NULL) curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
+  if (s->cert != NULL) {
+    /* NOCOPY: the session owns the one copy of the key and wipes it on
+     * close; every easy handle is cleaned up before that */
+    struct curl_blob cb, kb;
+    cb.data = s->cert; cb.len = s->cert_len; cb.flags = CURL_BLOB_NOCOPY;
+    kb.data = s->key; kb.len = s->key_len; kb.flags = CURL_BLOB_NOCOPY;
+    curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cb);
+    curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+    curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &kb);
+    curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+  } else if (s->cert_file != NULL) {
+    curl_easy_setopt(e, CURLOPT_SSLCERT, s->cert_file);
+    curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+    curl_easy_setopt(e, CURLOPT_SSLKEY, s->key_file != NULL ? s->key_file : s->cert_file);
+    curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+  }
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                   s->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+  if (s->http2) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
+  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)x);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+
+  if (body == NULL && (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+                       strcmp(method, "PATCH") == 0)) {
+    body = "";                 /* send Content-Length: 0 */
+    body_len = 0;
+  }
+  if (body != NULL) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    if (curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body) != CURLE_OK)
+      luaL_error(L, "request: out of memory");
+    if (strcmp(method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+  } else if (strcmp(method, "GET") == 0) {
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  } else if (strcmp(method, "HEAD") == 0) {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+  }
+  lua_pop(L, 4);                                        /* method, url, body, headers */
+  return x;
+
+reject:
+  xfer_unlink(s, x);
+  xfer_free(s, x);
+  return NULL;
+}
+
+static int xfer_start(xs2a_session *s, xfer *x) {
+  if (curl_multi_add_handle(s->multi, x->easy) != CURLM_OK) return 0;
+  x->state = XF_RUNNING;
+  x->id = ++s->next_id;
+  x->started = now_s();
+  return 1;
+}
+
+/* moves finished transfers to XF_DONE; a transfer past its safety
+ * deadline (libcurl's own timeout should always come first) is ended too */
+static void collect(xs2a_session *s) {
+  CURLMsg *m;
+  int left;
+  xfer *x;
+  double t;
+  while ((m = curl_multi_info_read(s->multi, &left)) != NULL) {
+    CURL *e = m->easy_handle;
+    CURLcode rc = m->data.result;
+    if (m->msg != CURLMSG_DONE) continue;
+    x = NULL;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
+    if (x == NULL) continue;
+    curl_multi_remove_handle(s->multi, e);
+    x->result = rc;
+    x->state = XF_DONE;
+  }
+  t = now_s();
+  for (x = s->xfers; x != NULL; x = x->next) {
+    if (x->state == XF_RUNNING &&
+        t - x->started > (double)(x->timeout + s->connect_timeout) / 1000.0 + 5.0) {
+      curl_multi_remove_handle(s->multi, x->easy);
+      x->result = CURLE_OPERATION_TIMEDOUT;
+      x->state = XF_DONE;
+    }
+  }
+}
+
+static void drive(xs2a_session *s, int wait_ms) {
+  int running = 0;
+  curl_multi_perform(s->multi, &running);
+  collect(s);
+  if (wait_ms > 0 && running > 0) {
+    int n = 0;
+#if LIBCURL_VERSION_NUM >= 0x074200
+    curl_multi_poll(s->multi, NULL, 0, wait_ms, &n);
+#else
+    curl_multi_wait(s->multi, NULL, 0, wait_ms, &n);
+#endif
+    curl_multi_perform(s->multi, &running);
+    collect(s);
+  }
+}
+
+static int count_state(xs2a_session *s, int state) {
+  int n = 0;
+  xfer *x;
+  for (x = s->xfers; x != NULL; x = x->next) n += (x->state == state);
+  return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Results                                                             */
+
+static const char *error_code(xfer *x) {
+  curl_off_t pre = 0;
+  if (x->too_large) return "too_large";
+  switch (x->result) {
+    case CURLE_OPERATION_TIMEDOUT:
+      /* no request byte left before the connection was up: say so, callers
+       * may retry anything that never reached the server */
+      curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+      if (pre == 0) return "connect";
+      return "timeout";
+    case CURLE_COULDNT_CONNECT: return "connect";
+    case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return "resolve";
+    case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE: case CURLE_SSL_CIPHER: case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH: case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE: case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED: case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_USE_SSL_FAILED:
+      return "tls";
+    case CURLE_SSL_CERTPROBLEM: return "client_cert";
+    case CURLE_FILESIZE_EXCEEDED: return "too_large";
+    case CURLE_SEND_ERROR: return "send";
+    case CURLE_RECV_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE: return "recv";
+    case CURLE_HTTP2: case CURLE_HTTP2_STREAM: case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_BAD_CONTENT_ENCODING: case CURLE_HTTP3: case CURLE_QUIC_CONNECT_ERROR:
+    case CURLE_TOO_MANY_REDIRECTS:
+      return "protocol";
+    case CURLE_URL_MALFORMAT: case CURLE_UNSUPPORTED_PROTOCOL: return "bad_request";
+    default: return "other";
+  }
+}
+
+/* nil, message, code */
+static int push_error(lua_State *L, xfer *x) {
+  const char *code = error_code(x);
+  lua_pushnil(L);
+  if (x->too_large)
+    lua_pushfstring(L, "request: the response exceeds the size cap (%d bytes)", (int)x->max_body);
+  else if (x->oom)
+    lua_pushliteral(L, "request: out of memory while reading the response");
+  else if (x->errbuf[0] != '\0')
+    lua_pushfstring(L, "request: %s (%s)", curl_easy_strerror(x->result), x->errbuf);
+  else
+    lua_pushfstring(L, "request: %s", curl_easy_strerror(x->result));
+  lua_pushstring(L, code);
+  return 3;
+}
+
+static void set_time(lua_State *L, CURL *e, CURLINFO info, const char *name) {
+  curl_off_t us = 0;
+  curl_easy_getinfo(e, info, &us);
+  lua_pushnumber(L, (lua_Number)us / 1e6);
+  lua_setfield(L, -2, name);
+}
+
+/* Rewrites the raw header block in place as "line\n" records: CR dropped,
+ * obsolete folded lines joined to the previous one with a space, stopping
+ * at the blank line (trailers are ignored). Returns the new length. */
+static size_t unfold(char *buf, size_t len) {
+  size_t r = 0, w = 0;
+  int first = 1;
+  while (r < len) {
+    char *eol = (char *)memchr(buf + r, '\n', len - r);
+    size_t n = (size_t)((eol != NULL ? eol - buf : (ptrdiff_t)len) - (ptrdiff_t)r);
+    size_t next = r + n + (eol != NULL ? 1 : 0);
+    if (n > 0 && buf[r + n - 1] == '\r') n--;
+    if (!first && n == 0) break;
+    if (!first && (buf[r] == ' ' || buf[r] == '\t') && w > 0) {
+      while (n > 0 && (buf[r] == ' ' || buf[r] == '\t')) { r++; n--; }
+      buf[w - 1] = ' ';                         /* replaces the previous newline */
+    }
+    memmove(buf + w, buf + r, n);
+    w += n;
+    buf[w++] = '\n';
+    first = 0;
+    r = next;
+  }
+  return w;
+}
+
+static void trim(const char **p, size_t *n) {
+  while (*n > 0 && (**p == ' ' || **p == '\t')) { (*p)++; (*n)--; }
+  while (*n > 0 && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t')) (*n)--;
+}
+
+/* headers and header_list from the header block of the final response;
+ * the table res is on top. Works in place on the buffer, which is ours. */
+static void push_headers(lua_State *L, xfer *x) {
+  char *p = x->head.p, *end;
+  int first = 1, n = 0;
+  end = p + (p != NULL ? unfold(p, x->head.len) : 0);
+  lua_newtable(L);                                      /* res, headers */
+  lua_newtable(L);                                      /* res, headers, list */
+  while (p != NULL && p < end) {
+    char *line = p, *colon;
+    char *eol = (char *)memchr(p, '\n', (size_t)(end - p));
+    size_t len = (size_t)(eol - p), nlen, vlen, k;
+    const char *v;
+    p = eol + 1;
+    if (first) { first = 0; continue; }                 /* the status line */
+    colon = (char *)memchr(line, ':', len);
+    if (colon == NULL || colon == line) continue;       /* not a header line */
+    nlen = (size_t)(colon - line);
+    v = colon + 1;
+    vlen = len - nlen - 1;
+    trim(&v, &vlen);
+    lua_createtable(L, 2, 0);                           /* res, headers, list, pair */
+    lua_pushlstring(L, line, nlen);
+    lua_rawseti(L, -2, 1);
+    lua_pushlstring(L, v, vlen);
+    lua_rawseti(L, -2, 2);
+    lua_rawseti(L, -2, ++n);                            /* res, headers, list */
+    for (k = 0; k < nlen; k++)
+      if (line[k] >= 'A' && line[k] <= 'Z') line[k] = (char)(line[k] + 32);
+    lua_pushlstring(L, line, nlen);                     /* res, headers, list, lname */
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -4);                                  /* ..., lname, old */
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, v, vlen);
+    } else {
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, v, vlen);
+      lua_concat(L, 3);                                 /* ..., lname, joined */
+    }
+    lua_rawset(L, -4);                                  /* res, headers, list */
+  }
+  lua_setfield(L, -3, "header_list");                   /* res, headers */
+  lua_setfield(L, -2, "headers");                       /* res */
+}
+
+static const char *http_version_name(long v) {
+  switch (v) {
+    case CURL_HTTP_VERSION_1_0: return "1.0";
+    case CURL_HTTP_VERSION_1_1: return "1.1";
+    case CURL_HTTP_VERSION_2_0: return "2";
+#if LIBCURL_VERSION_NUM >= 0x074200
+    case CURL_HTTP_VERSION_3: return "3";
+#endif
+    default: return "?";
+  }
+}
+
+/* res | nil, message, code */
+static int push_result(lua_State *L, xfer *x) {
+  long status = 0, version = 0, connects = 0;
+  if (x->result != CURLE_OK || x->too_large || x->oom) return push_error(L, x);
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &version);
+  curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
+  lua_createtable(L, 0, 8);                             /* res */
+  lua_pushinteger(L, (lua_Integer)status);
+  lua_setfield(L, -2, "status");
+  push_headers(L, x);
+  lua_pushlstring(L, x->body.p != NULL ? x->body.p : "", x->body.len);
+  lua_setfield(L, -2, "body");
+  lua_pushboolean(L, connects == 0);
+  lua_setfield(L, -2, "reused");
+  lua_pushstring(L, http_version_name(version));
+  lua_setfield(L, -2, "http_version");
+  lua_createtable(L, 0, 5);                             /* res, time */
+  set_time(L, x->easy, CURLINFO_NAMELOOKUP_TIME_T, "dns");
+  set_time(L, x->easy, CURLINFO_CONNECT_TIME_T, "connect");
+  set_time(L, x->easy, CURLINFO_APPCONNECT_TIME_T, "tls");
+  set_time(L, x->easy, CURLINFO_STARTTRANSFER_TIME_T, "ttfb");
+  set_time(L, x->easy, CURLINFO_TOTAL_TIME_T, "total");
+  lua_setfield(L, -2, "time");                          /* res */
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* The userdata                                                        */
+
+static void session_release(xs2a_session *s) {
+  while (s->xfers != NULL) {
+    xfer *x = s->xfers;
+    s->xfers = x->next;
+    xfer_free(s, x);
+  }
+  if (s->multi != NULL) { curl_multi_cleanup(s->multi); s->multi = NULL; }
+  if (s->share != NULL) { curl_share_cleanup(s->share); s->share = NULL; }
+  if (s->cert != NULL) { OPENSSL_clear_free(s->cert, s->cert_len); s->cert = NULL; }
+  if (s->key != NULL) { OPENSSL_clear_free(s->key, s->key_len); s->key = NULL; }
+  free(s->cert_file); s->cert_file = NULL;
+  free(s->key_file); s->key_file = NULL;
+  free(s->ca_file); s->ca_file = NULL;
+  free(s->proxy); s->proxy = NULL;
+  s->open = 0;
+}
+
+static xs2a_session *session_check(lua_State *L) {
+  xs2a_session *s = (xs2a_session *)luaL_checkudata(L, 1, XS2A_SESSION);
+  if (!s->open) luaL_error(L, "session is closed");
+  return s;
+}
+
+static long opt_ms(lua_State *L, int t, const char *name, long def) {
+  long v = def;
+  lua_getfield(L, t, name);
+  if (!lua_isnil(L, -1)) {
+    lua_Number n;
+    if (lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, "http_session: option '%s' must be a number (ms)", name);
+    n = lua_tonumber(L, -1);
+    if (!(n >= 1 && n <= MAX_TIMEOUT))
+      luaL_error(L, "http_session: option '%s' must be 1..%d ms", name, MAX_TIMEOUT);
+    v = (long)n;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *opt_str(lua_State *L, int t, const char *name) {
+  const char *v = NULL;
+  lua_getfield(L, t, name);
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "http_session: option '%s' must be a string", name);
+    v = lua_tostring(L, -1);
+  }
+  lua_pop(L, 1);   /* the string stays alive in the opts table */
+  return v;
+}
+
+static int readable(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return 0;
+  fclose(f);
+  return 1;
+}
+
+/* core.http_session(opts) -> Session | nil, message, code */
+static int session_new(lua_State *L) {
+  xs2a_session *s;
+  xs2a_identity *id = NULL;
+  const char *ca_file, *cert_file, *key_file, *proxy;
+  long connect_timeout, timeout;
+  size_t max_body = DEFAULT_MAX_BODY;
+  int http2 = 1;
+
+  if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "identity");
+  if (lua_toboolean(L, -1)) id = xs2a_checkidentity(L, -1);   /* nil or false: none */
+  lua_pop(L, 1);
+  ca_file = opt_str(L, 1, "ca_file");
+  cert_file = opt_str(L, 1, "cert_file");
+  key_file = opt_str(L, 1, "key_file");
+  proxy = opt_str(L, 1, "proxy");
+  connect_timeout = opt_ms(L, 1, "connect_timeout", DEFAULT_CONNECT_TIMEOUT);
+  timeout = opt_ms(L, 1, "timeout", DEFAULT_TIMEOUT);
+  lua_getfield(L, 1, "max_body");
+  if (!lua_isnil(L, -1)) {
+    lua_Number n;
+    if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "http_session: option 'max_body' must be a number");
+    n = lua_tonumber(L, -1);
+    if (!(n >= 1 && n <= (lua_Number)INT_MAX))
+      luaL_error(L, "http_session: option 'max_body' must be 1..%d bytes", INT_MAX);
+    max_body = (size_t)n;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "http2");
+  if (!lua_isnil(L, -1)) http2 = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (id != NULL && cert_file != NULL)
+    luaL_error(L, "http_session: give either identity or cert_file, not both");
+  if (key_file != NULL && cert_file == NULL)
+    luaL_error(L, "http_session: key_file needs cert_file");
+
+  if (ca_file != NULL && !readable(ca_file))
+    return xs2a_pusherror(L, "http_session", "cannot read ca_file", "tls");
+  if (cert_file != NULL && !readable(cert_file))
+    return xs2a_pusherror(L, "http_session", "cannot read cert_file", "client_cert");
+  if (key_file != NULL && !readable(key_file))
+    return xs2a_pusherror(L, "http_session", "cannot read key_file", "client_cert");
+
+  s = (xs2a_session *)lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);                              /* closed: safe to collect */
+  luaL_setmetatable(L, XS2A_SESSION);
+  s->connect_timeout = connect_timeout;
+  s->timeout = timeout;
+  s->max_body = max_body;
+  s->http2 = http2;
+  s->open = 1;                                          /* from here on __gc releases */
+  if ((ca_file != NULL && (s->ca_file = dupstr(ca_file)) == NULL) ||
+      (cert_file != NULL && (s->cert_file = dupstr(cert_file)) == NULL) ||
+      (key_file != NULL && (s->key_file = dupstr(key_file)) == NULL) ||
+      (proxy != NULL && (s->proxy = dupstr(proxy)) == NULL))
+    goto oom;
+  if (id != NULL && !xs2a_identity_pem(id, &s->cert, &s->cert_len, &s->key, &s->key_len)) {
+    session_release(s);
+    return xs2a_pusherror(L, "http_session", "cannot export the identity for TLS", "client_cert");
+  }
+  if ((s->share = curl_share_init()) == NULL || (s->multi = curl_multi_init()) == NULL)
+    goto oom;
+  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  return 1;
+
+oom:
+  session_release(s);
+  return xs2a_pusherror(L, "http_session", "out of memory", "other");
+}
+
+static int session_close(lua_State *L) {   /* close, __close and __gc */
+  xs2a_session *s = (xs2a_session *)luaL_checkudata(L, 1, XS2A_SESSION);
+  if (s->open) session_release(s);
+  return 0;
+}
+
+/* session:request(req) -> res | nil, message, code  (blocking) */
+static int session_request(lua_State *L) {
+  xs2a_session *s = session_check(L);
+  const char *why = NULL;
+  xfer *x = xfer_prepare(L, s, 2, &why);
+  if (x == NULL) return xs2a_pusherror(L, "request", why, "bad_request");
+  if (!xfer_start(s, x)) luaL_error(L, "request: cannot add the transfer");
+  while (x->state == XF_RUNNING) drive(s, DRIVE_SLICE);
+  x->state = XF_CLAIMED;       /* freed by sweep() if building the result raises */
+  {
+    int n = push_result(L, x);
+    xfer_unlink(s, x);
+    xfer_free(s, x);
+    return n;
+  }
+}
+
+/* session:submit(req) -> id | nil, message, code */
+static int session_submit(lua_State *L) {
+  xs2a_session *s = session_check(L);
+  const char *why = NULL;
+  xfer *x = xfer_prepare(L, s, 2, &why);
+  if (x == NULL) return xs2a_pusherror(L, "request", why, "bad_request");
+  if (!xfer_start(s, x)) luaL_error(L, "submit: cannot add the transfer");
+  drive(s, 0);                 /* start connecting now */
+  lua_pushinteger(L, x->id);
+  return 1;
+}
+
+/* session:poll(wait_ms) -> { {id=, res=} | {id=, err=, code=}, ... }
+ * Waits at most wait_ms for at least one transfer to finish. */
+static int session_poll(lua_State *L) {
+  xs2a_session *s = session_check(L);
+  lua_Number wait = luaL_optnumber(L, 2, 0);
+  double deadline;
+  xfer *x;
+  int n = 0;
+  luaL_argcheck(L, wait >= 0 && wait <= MAX_TIMEOUT, 2, "wait_ms must be 0..86400000");
+  deadline = now_s() + (double)wait / 1000.0;
+  for (;;) {
+    double left;
+    if (count_state(s, XF_RUNNING) > 0) drive(s, 0);
+    if (count_state(s, XF_DONE) > 0 || count_state(s, XF_RUNNING) == 0) break;
+    left = (deadline - now_s()) * 1000.0;
+    if (left < 1) break;
+    drive(s, left > DRIVE_SLICE ? DRIVE_SLICE : (int)left);
+    if (count_state(s, XF_DONE) > 0) break;
+  }
+  lua_newtable(L);                                      /* list */
+  for (x = s->xfers; x != NULL; x = x->next) {
+    int r;
+    if (x->state != XF_DONE) continue;
+    lua_createtable(L, 0, 3);                           /* list, entry */
+    lua_pushinteger(L, x->id);
+    lua_setfield(L, -2, "id");
+    r = push_result(L, x);                              /* list, entry, res | nil, msg, code */
+    if (r == 1) {
+      lua_setfield(L, -2, "res");
+    } else {
+      lua_setfield(L, -4, "code");
+      lua_setfield(L, -3, "err");
+      lua_pop(L, 1);
+    }
+    lua_rawseti(L, -2, ++n);                            /* list */
+  }
+  /* every result is in Lua now: release the transfers */
+  for (x = s->xfers; x != NULL; x = x->next)
+    if (x->state == XF_DONE) x->state = XF_CLAIMED;
+  sweep(s);
+  return 1;
+}
+
+static int session_pending(lua_State *L) {
+  xs2a_session *s = session_check(L);
+  lua_pushinteger(L, count_state(s, XF_RUNNING) + count_state(s, XF_DONE));
+  return 1;
+}
+
+static int session_tostring(lua_State *L) {
+  xs2a_session *s = (xs2a_session *)luaL_checkudata(L, 1, XS2A_SESSION);
+  if (!s->open) lua_pushliteral(L, "xs2a.Session (closed)");
+  else lua_pushfstring(L, "xs2a.Session (%d pending)",
+                       count_state(s, XF_RUNNING) + count_state(s, XF_DONE));
+  return 1;
+}
+
+static const luaL_Reg session_methods[] = {
+  {"request", session_request}, {"submit", session_submit}, {"poll", session_poll},
+  {"pending", session_pending}, {"close", session_close}, {NULL, NULL}
+};
+static const luaL_Reg session_meta[] = {
+  {"__gc", session_close}, {"__close", session_close}, {"__tostring", session_tostring},
+  {NULL, NULL}
+};
+
+void xs2a_http_open(lua_State *L) {
+  if (!http_curl_ready) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+      luaL_error(L, "xs2a.core: curl_global_init failed");
+    http_curl_ready = 1;
+  }
+  xs2a_newclass(L, XS2A_SESSION, session_methods, session_meta);
+  lua_pushcfunction(L, session_new);
+  lua_setfield(L, -2, "http_session");
+}

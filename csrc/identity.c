@@ -23,7 +23,7 @@ struct xs2a_identity {
   STACK_OF(X509) *chain;   /* owned, may be NULL (no extra certificates) */
 };
 
-#define MAX_INPUT (4 * 1024 * 1024)   /* no credential file is this big */
+#define INPUT_LIMIT (4 * 1024 * 1024)   /* no credential file is this big */
 
 /* ------------------------------------------------------------------ */
 /* Inputs: a value is a path, PEM data or DER data.                    */
@@ -106,7 +106,7 @@ static int input_get(lua_State *L, const char *s, size_t len, const char *what,
       if (in->len == cap) {
         size_t ncap = cap ? cap * 2 : 8192;
         unsigned char *nb;
-        if (ncap > MAX_INPUT) { err = EFBIG; break; }
+        if (ncap > INPUT_LIMIT) { err = EFBIG; break; }
         if ((nb = OPENSSL_malloc(ncap)) == NULL) { err = ENOMEM; break; }
         if (in->buf != NULL) {
           memcpy(nb, in->buf, in->len);
@@ -501,7 +501,7 @@ static void push_time(lua_State *L, const ASN1_TIME *t) {
   secs = days_from_civil((long long)tm.tm_year + 1900, (unsigned)tm.tm_mon + 1,
                          (unsigned)tm.tm_mday) * 86400LL +
          tm.tm_hour * 3600LL + tm.tm_min * 60LL + tm.tm_sec;
-  lua_pushnumber(L, (lua_Number)secs);
+  lua_pushinteger(L, (lua_Integer)secs);
 }
 
 /* DER walking with bounds checks; content is [*p, *p + *len). */

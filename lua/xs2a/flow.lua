@@ -1,0 +1,635 @@
+--- SCA flows: a coroutine-backed state machine driven by the bank's `_links`.
+--
+-- `consent:authorise(opts)`, `payment:authorise(opts)` and
+-- `payment:authorise_cancellation(opts)` return a Flow. Drive it with
+-- `flow:next(input)`; each call returns the next step that needs the PSU or
+-- the TPP:
+--
+--   { kind = "redirect", url = ..., approach = "oauth"|"redirect" }
+--       send the PSU's browser to url, then call next{ callback = <the URL the
+--       browser came back to> }
+--   { kind = "choose_method", methods = { scaMethod, ... } }
+--       next{ method = authenticationMethodId }
+--   { kind = "credentials" }          next{ psu_id = ..., password = ... }
+--   { kind = "otp", challenge = challengeData, method = chosenScaMethod }
+--       next{ otp = "123456" }
+--   { kind = "wait", after = seconds, message = psuMessage, authorisation_id = ... }
+--       only with opts.poll == false (decoupled SCA, or a status still moving);
+--       call next() again after `after` seconds
+--   { kind = "done", status = "valid"|"ACSC"|..., approach = ..., authorisations = n }
+--
+-- or `nil, err`. An error with `err.terminal == true` ends the flow (SCA
+-- denied, failed, timed out); other errors (state mismatch, wrong OTP or
+-- password, a network failure) leave the flow at the same step, so the right
+-- input can still be given. SCA errors have `kind = "sca"` and `code` one of
+-- `SCA_DENIED`, `SCA_FAILED`, `SCA_TIMEOUT`, `STATE_MISMATCH`.
+--
+-- `flow:save()` returns a JSON-safe table (resource reference, approach,
+-- step, OAuth state and PKCE verifier, authorisation id and links; never a
+-- token or a password) and `flow.resume(client, saved)` (`xs2a.resume`)
+-- continues it in another client or process sharing the same token store.
+-- @module xs2a.flow
+local oauth = require "xs2a.oauth"
+
+local _M = {}
+
+local Flow = {}
+Flow.__index = Flow
+
+local unpack = table.unpack or unpack
+local function pack(...) return { n = select("#", ...), ... } end
+
+local now, sleep, new_error = oauth.now, oauth.sleep, oauth.new_error
+
+--- Default seconds a flow waits for a decoupled SCA or a final status.
+_M.TIMEOUT = 900
+_M.POLL_FIRST = 0.2
+_M.POLL_MAX = 5
+
+local SAVE_VERSION = 1
+
+-- statuses after one of several required authorisations (multilevel SCA)
+local PARTIAL = { partiallyAuthorised = true, PATC = true, PART = false }
+
+local crypto_mod
+local function crypto()
+  if not crypto_mod then crypto_mod = require "xs2a.crypto" end
+  return crypto_mod
+end
+
+local function ct_equal(a, b)
+  if type(a) ~= "string" or type(b) ~= "string" then return false end
+  local c = crypto()
+  if c.ct_equal then return c.ct_equal(a, b) end
+  if #a ~= #b then return false end
+  local diff = 0
+  for i = 1, #a do diff = diff + (a:byte(i) ~= b:byte(i) and 1 or 0) end
+  return diff == 0
+end
+
+local function deep_copy(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = deep_copy(x) end
+  return out
+end
+
+-- {name = {href = "..."}} or {name = "..."} -> {name = "..."}
+local function norm_links(links)
+  local out = {}
+  if type(links) ~= "table" then return out end
+  for name, v in pairs(links) do
+    if type(v) == "table" and type(v.href) == "string" then out[name] = v.href
+    elseif type(v) == "string" then out[name] = v end
+  end
+  return out
+end
+
+local function sca_error(code, message, fields)
+  local e = { kind = "sca", code = code, message = message, terminal = true }
+  for k, v in pairs(fields or {}) do e[k] = v end
+  return new_error(e)
+end
+
+local function set_terminal(err, terminal)
+  if type(err) == "table" then
+    pcall(function() err.terminal = terminal end)
+  end
+  return err
+end
+
+local function append_query(url, params)
+  local q = oauth.encode_query(params)
+  local base, frag = url:match("^([^#]*)(#?.*)$")
+  return base .. (base:find("?", 1, true) and "&" or "?") .. q .. frag
+end
+
+-- the yield marker: anything else a request yields (a parallel scheduler, an
+-- nginx cosocket) passes through to whoever resumed the flow
+local STEP = setmetatable({}, { __tostring = function() return "xs2a.flow.step" end })
+
+--- Starts a flow for a resource (called by `resource:authorise`).
+-- @param client the xs2a client
+-- @param resource a consent, payment, cancellation or basket object
+-- @tparam[opt] table opts `{ timeout = s, poll = bool, poll_interval = s,
+--   max_poll_interval = s, redirect_uri = url, psu = {...} }`
+-- @return Flow
+function _M.start(client, resource, opts)
+  assert(type(client) == "table", "flow.start: client required")
+  assert(type(resource) == "table", "flow.start: resource required")
+  opts = opts or {}
+  local self = setmetatable({ client = client, resource = resource }, Flow)
+  self.d = {
+    v = SAVE_VERSION,
+    phase = "start",
+    level = 0,
+    links = norm_links(resource.links),
+    opts = {
+      timeout = opts.timeout, poll = opts.poll, poll_interval = opts.poll_interval,
+      max_poll_interval = opts.max_poll_interval, redirect_uri = opts.redirect_uri,
+    },
+  }
+  return self
+end
+
+--- Continues a saved flow (`xs2a.resume(client, saved)`).
+-- @param client a client (may be a fresh one in another process) sharing the token store
+-- @tparam table saved the table from `flow:save()`
+-- @return Flow | nil, err
+function _M.resume(client, saved)
+  if type(saved) ~= "table" or saved.v ~= SAVE_VERSION or type(saved.phase) ~= "string"
+      or type(saved.resource) ~= "table" then
+    return nil, new_error{ kind = "config", code = "FLOW_SAVED_INVALID", message = "flow.resume: not a saved flow" }
+  end
+  if type(client.resource_from_ref) ~= "function" then
+    return nil, new_error{ kind = "config", code = "FLOW_SAVED_INVALID",
+      message = "flow.resume: client cannot rebuild resources" }
+  end
+  local resource, err = client:resource_from_ref(saved.resource)
+  if not resource then return nil, err end
+  local self = setmetatable({ client = client, resource = resource }, Flow)
+  local d = deep_copy(saved)
+  d.resource = nil
+  d.opts = type(d.opts) == "table" and d.opts or {}
+  d.links = type(d.links) == "table" and d.links or {}
+  self.d = d
+  return self
+end
+
+--- A JSON-safe snapshot of the flow, enough (with the shared token store) to
+-- continue it elsewhere with `xs2a.resume`.
+function Flow:save()
+  local t = deep_copy(self.d)
+  t.resource = self.resource:ref()
+  return t
+end
+
+--- "active", "done" or "failed".
+function Flow:state()
+  if self.d.phase == "done" then return "done" end
+  if self.d.phase == "failed" then return "failed" end
+  return "active"
+end
+
+--- The approach in use ("oauth", "redirect", "decoupled", "embedded") once known.
+function Flow:approach() return self.d.approach end
+
+--- The id of the current authorisation sub-resource, when there is one.
+function Flow:authorisation_id() return self.d.auth_id end
+
+function Flow:__tostring()
+  return string.format("xs2a.Flow (%s, %s, %s)", tostring(self.resource.kind),
+    tostring(self.d.approach or "?"), self.d.phase)
+end
+
+-- ---------------------------------------------------------------------------
+-- plumbing
+
+function Flow:_log(event, fields)
+  local c = self.client
+  if type(c.log) == "function" then
+    fields = fields or {}
+    fields.resource = self.resource.kind
+    fields.approach = self.d.approach
+    pcall(c.log, c, "info", event, fields)
+  end
+end
+
+function Flow:_opt(name, default)
+  local v = self.d.opts[name]
+  if v == nil then return default end
+  return v
+end
+
+function Flow:_psu(extra)
+  local psu = {}
+  for k, v in pairs(self.resource.psu or {}) do psu[k] = v end
+  for k, v in pairs(extra or {}) do psu[k] = v end
+  return psu
+end
+
+-- a request on behalf of the resource's service, PSU headers included
+function Flow:_request(method, href, body, psu_extra)
+  local req = {
+    method = method,
+    service = self.resource.service,
+    psu = self:_psu(psu_extra),
+    body = body,
+    idempotent = method == "GET",
+  }
+  if href:sub(1, 1) == "/" and self.resource.authorisations_path == href then
+    req.path = href
+  else
+    req.url = href
+  end
+  return self.client:request(req)
+end
+
+function Flow:_begin_wait()
+  local d = self.d
+  d.deadline = now() + self:_opt("timeout", _M.TIMEOUT)
+  d.delay = nil
+end
+
+-- next polling delay, growing to max_poll_interval
+function Flow:_next_delay()
+  local d = self.d
+  local first = self:_opt("poll_interval", _M.POLL_FIRST)
+  local max = self:_opt("max_poll_interval", _M.POLL_MAX)
+  local delay = d.delay or first
+  d.delay = math.min(delay * 1.5, max)
+  return delay
+end
+
+-- After a polling attempt that did not finish: wait (or hand a wait step to
+-- the caller with opts.poll == false). Returns a step or nothing.
+function Flow:_wait(message)
+  local d = self.d
+  if not d.deadline then self:_begin_wait() end
+  local left = d.deadline - now()
+  if left <= 0 then
+    return nil, sca_error("SCA_TIMEOUT", "flow: no final status before the deadline", {
+      status = d.last_status, authorisation_id = d.auth_id })
+  end
+  local delay = math.min(self:_next_delay(), left)
+  if self:_opt("poll", true) == false then
+    return { kind = "wait", after = delay, message = message, authorisation_id = d.auth_id,
+      approach = d.approach }
+  end
+  sleep(self.client, delay)
+end
+
+-- Decides the next phase from an authorisation (or creation) response.
+function Flow:_route(links, body, implicit)
+  local d = self.d
+  local L = norm_links(links)
+  d.links = L
+  if L.scaStatus and not d.auth_id then
+    d.auth_id = L.scaStatus:match("/authorisations/([^/?#]+)")
+  end
+  if type(body) == "table" then
+    if type(body.authorisationId) == "string" then d.auth_id = body.authorisationId end
+    if type(body.psuMessage) == "string" then d.message = body.psuMessage end
+    if type(body.scaMethods) == "table" then d.methods = body.scaMethods end
+    if type(body.chosenScaMethod) == "table" then d.method = body.chosenScaMethod end
+    if type(body.challengeData) == "table" then d.challenge = body.challengeData end
+  end
+  local sca = type(body) == "table" and body.scaStatus or nil
+  if sca == "failed" then
+    return nil, sca_error("SCA_FAILED", "flow: the bank reports the authorisation failed",
+      { sca_status = sca, authorisation_id = d.auth_id })
+  end
+  if sca == "finalised" or sca == "exempted" then
+    d.pending = false
+    d.phase = "poll"
+  elseif L.scaOAuth then
+    d.approach, d.phase = "oauth", "oauth_start"
+  elseif L.scaRedirect then
+    d.approach, d.phase = "redirect", "redirect_start"
+  elseif L.selectAuthenticationMethod or L.startAuthorisationWithAuthenticationMethodSelection then
+    d.approach, d.phase = d.approach or "embedded", "choose_method"
+  elseif L.authoriseTransaction or L.startAuthorisationWithTransactionAuthorisation then
+    d.approach, d.phase = d.approach or "embedded", "otp"
+  elseif L.updatePsuAuthentication or L.startAuthorisationWithPsuAuthentication then
+    d.approach, d.phase = d.approach or "embedded", "credentials"
+  elseif L.updatePsuIdentification or L.startAuthorisationWithPsuIdentification then
+    d.phase = "identify"
+  elseif L.startAuthorisation then
+    d.phase = "start_auth"
+  elseif L.scaStatus and (sca or implicit) then
+    d.approach, d.phase = d.approach or "decoupled", "decoupled"
+    self:_begin_wait()
+  else
+    d.phase = "poll"
+  end
+  if d.phase == "poll" then self:_begin_wait() end
+end
+
+local function body_of(res)
+  if type(res) ~= "table" then return nil end
+  if type(res.json) == "table" then return res.json end
+  return nil
+end
+
+-- ---------------------------------------------------------------------------
+-- phases: handler(self, input) -> step | nil (phase moved on) | nil, err
+-- (terminal unless err.terminal == false)
+
+local phases = {}
+
+function phases.start(self)
+  local L = self.d.links
+  local sca_link = false
+  for name in pairs(L) do
+    if name == "scaOAuth" or name == "scaRedirect" or name == "scaStatus" or name == "confirmation"
+        or name:match("^startAuthorisation") or name:match("^update") or name == "selectAuthenticationMethod"
+        or name == "authoriseTransaction" then
+      sca_link = true
+    end
+  end
+  if not sca_link and self.resource.authorisations_path then
+    -- explicit start: nothing to follow, open an authorisation ourselves
+    self.d.links = { startAuthorisation = self.resource.authorisations_path }
+    self.d.phase = "start_auth"
+    return
+  end
+  return self:_route(L, nil, true)
+end
+
+function phases.start_auth(self)
+  local d = self.d
+  local href = d.links.startAuthorisation or self.resource.authorisations_path
+  if not href then
+    return nil, sca_error("SCA_FAILED", "flow: no way to start an authorisation")
+  end
+  local res, err = self:_request("POST", href, {})
+  if not res then return nil, set_terminal(err, false) end
+  d.pending = true
+  local body = body_of(res) or {}
+  self:_log("flow.authorisation", { level = d.level + 1 })
+  return self:_route(body._links, body)
+end
+
+function phases.identify(self, input)
+  local d = self.d
+  local psu_id = input and input.psu_id or (self.resource.psu and self.resource.psu.id)
+  if not psu_id then return { kind = "credentials", need = "psu_id" } end
+  local href, method = d.links.updatePsuIdentification, "PUT"
+  if not href then href, method = d.links.startAuthorisationWithPsuIdentification, "POST" end
+  local res, err = self:_request(method, href, {}, { id = psu_id })
+  if not res then return nil, set_terminal(err, false) end
+  d.pending = true
+  local body = body_of(res) or {}
+  return self:_route(body._links, body)
+end
+
+function phases.credentials(self, input)
+  local d = self.d
+  if not (input and type(input.password) == "string") then
+    return { kind = "credentials", approach = d.approach }
+  end
+  local psu_id = input.psu_id or (self.resource.psu and self.resource.psu.id)
+  local href, method = d.links.updatePsuAuthentication, "PUT"
+  if not href then href, method = d.links.startAuthorisationWithPsuAuthentication, "POST" end
+  local res, err = self:_request(method, href, { psuData = { password = input.password } },
+    psu_id and { id = psu_id } or nil)
+  if not res then return nil, set_terminal(err, false) end
+  d.pending = true
+  local body = body_of(res) or {}
+  return self:_route(body._links, body)
+end
+
+function phases.choose_method(self, input)
+  local d = self.d
+  local id = input and (input.method or input.authentication_method_id)
+  if type(id) == "table" then id = id.authenticationMethodId end
+  if type(id) ~= "string" then
+    return { kind = "choose_method", methods = deep_copy(d.methods or {}), approach = d.approach }
+  end
+  local href, method = d.links.selectAuthenticationMethod, "PUT"
+  if not href then href, method = d.links.startAuthorisationWithAuthenticationMethodSelection, "POST" end
+  local res, err = self:_request(method, href, { authenticationMethodId = id })
+  if not res then return nil, set_terminal(err, false) end
+  local body = body_of(res) or {}
+  return self:_route(body._links, body)
+end
+
+function phases.otp(self, input)
+  local d = self.d
+  local otp = input and (input.otp or input.sca_authentication_data)
+  if type(otp) ~= "string" then
+    return { kind = "otp", challenge = deep_copy(d.challenge), method = deep_copy(d.method), approach = d.approach }
+  end
+  local href, method = d.links.authoriseTransaction, "PUT"
+  if not href then href, method = d.links.startAuthorisationWithTransactionAuthorisation, "POST" end
+  local res, err = self:_request(method, href, { scaAuthenticationData = otp })
+  if not res then
+    -- a wrong OTP: the PSU may try again unless the bank failed the authorisation
+    return nil, set_terminal(err, false)
+  end
+  local body = body_of(res) or {}
+  local links = body._links
+  if links == nil then links = {} end
+  return self:_route(links, body)
+end
+
+function phases.decoupled(self)
+  local d = self.d
+  local href = d.links.scaStatus
+  local res, err = self:_request("GET", href)
+  if not res then
+    if type(err) == "table" and err.retryable then return self:_wait(d.message) end
+    return nil, set_terminal(err, false)
+  end
+  local body = body_of(res) or {}
+  local sca = body.scaStatus
+  if type(body.psuMessage) == "string" then d.message = body.psuMessage end
+  d.last_sca = sca
+  if sca == "failed" then
+    return nil, sca_error("SCA_DENIED", "flow: the PSU did not approve the authorisation",
+      { sca_status = sca, authorisation_id = d.auth_id })
+  end
+  if sca == "finalised" or sca == "exempted" then
+    d.pending = false
+    d.phase = "poll"
+    self:_begin_wait()
+    return
+  end
+  return self:_wait(d.message)
+end
+
+function phases.oauth_start(self)
+  local d = self.d
+  local meta, err = oauth.metadata(self.client, d.links.scaOAuth)
+  if not meta then return nil, set_terminal(err, false) end
+  local c = crypto()
+  local verifier, challenge = c.pkce()
+  d.meta_url = d.links.scaOAuth
+  d.state = c.state()
+  d.verifier = verifier
+  d.redirect_uri = self:_opt("redirect_uri", nil) or (self.client.opts and self.client.opts.redirect_uri)
+  if type(d.redirect_uri) ~= "string" then
+    error("flow: a redirect_uri is required for the OAuth approach (client or authorise option)", 0)
+  end
+  d.url = oauth.authorization_url(meta, {
+    client_id = self.client.client_id,
+    scope = self.resource.scope,
+    state = d.state,
+    redirect_uri = d.redirect_uri,
+    code_challenge = challenge,
+  })
+  d.pending = true
+  d.phase = "oauth_wait"
+end
+
+-- checks the state of a callback; returns the query table or nil, err (non-terminal)
+function Flow:_callback(url)
+  local q = oauth.parse_query(url)
+  if not ct_equal(q.state, self.d.state) then
+    self:_log("flow.state_mismatch", {})
+    return nil, set_terminal(new_error{ kind = "sca", code = "STATE_MISMATCH",
+      message = "flow: callback state does not match this flow" }, false)
+  end
+  if q.error then
+    local code = q.error == "access_denied" and "SCA_DENIED" or "SCA_FAILED"
+    return nil, sca_error(code, "flow: authorisation ended with " .. tostring(q.error):sub(1, 64),
+      { oauth_error = q.error:sub(1, 64) })
+  end
+  return q
+end
+
+function phases.oauth_wait(self, input)
+  local d = self.d
+  if not (input and type(input.callback) == "string") then
+    return { kind = "redirect", url = d.url, approach = "oauth" }
+  end
+  local q, err = self:_callback(input.callback)
+  if not q then return nil, err end
+  local meta, merr = oauth.metadata(self.client, d.meta_url)
+  if not meta then return nil, set_terminal(merr, false) end
+  local rec, xerr = oauth.exchange_code(self.client, meta, self.resource.token_key, q.code, d.verifier, d.redirect_uri)
+  if not rec then
+    -- an answer from the token endpoint (the code is single-use) ends the
+    -- flow; a transport failure may be retried with the same callback
+    local retry = type(xerr) == "table" and xerr.retryable and not xerr.status
+    return nil, set_terminal(xerr, not retry)
+  end
+  d.state, d.verifier, d.url = nil, nil, nil
+  d.level = d.level + 1
+  d.pending = false
+  self:_log("flow.authorised", { level = d.level })
+  d.phase = "poll"
+  self:_begin_wait()
+end
+
+function phases.redirect_start(self)
+  local d = self.d
+  d.state = crypto().state()
+  d.url = append_query(d.links.scaRedirect, { state = d.state })
+  d.pending = true
+  d.phase = "redirect_wait"
+end
+
+function phases.redirect_wait(self, input)
+  local d = self.d
+  if not (input and type(input.callback) == "string") then
+    return { kind = "redirect", url = d.url, approach = "redirect" }
+  end
+  local q, err = self:_callback(input.callback)
+  if not q then return nil, err end
+  d.state, d.url = nil, nil
+  if q.confirmationCode and d.links.confirmation then
+    local res, cerr = self:_request("PUT", d.links.confirmation, { confirmationCode = q.confirmationCode })
+    if not res then return nil, set_terminal(cerr, true) end
+    local body = body_of(res) or {}
+    if body.scaStatus == "failed" then
+      return nil, sca_error("SCA_FAILED", "flow: the bank rejected the confirmation code",
+        { sca_status = "failed", authorisation_id = d.auth_id })
+    end
+  end
+  d.level = d.level + 1
+  d.pending = false
+  d.phase = "poll"
+  self:_begin_wait()
+end
+
+function phases.poll(self)
+  local d = self.d
+  local r = self.resource
+  local status, err = r:current_status()
+  if not status then
+    if type(err) == "table" and err.retryable then return self:_wait(d.message) end
+    return nil, set_terminal(err, false)
+  end
+  d.last_status = status
+  if r.success and r.success[status] then
+    d.phase = "done"
+    d.status = status
+    return { kind = "done", status = status, approach = d.approach, authorisations = d.level }
+  end
+  if PARTIAL[status] and not d.pending then
+    -- multilevel SCA: the next PSU authorises on a new sub-resource
+    d.links = { startAuthorisation = r.authorisations_path or d.links.startAuthorisation }
+    d.state, d.verifier, d.url = nil, nil, nil
+    d.phase = "start_auth"
+    return
+  end
+  if r.final and r.final[status] then
+    return nil, sca_error("SCA_DENIED", "flow: the " .. tostring(r.kind) .. " ended with status " .. status,
+      { status = status, resource_status = status })
+  end
+  return self:_wait(d.message)
+end
+
+-- ---------------------------------------------------------------------------
+-- the coroutine
+
+function Flow:_body(input)
+  while true do
+    local d = self.d
+    local handler = phases[d.phase]
+    if not handler then
+      return nil, new_error{ kind = "config", code = "FLOW_STATE",
+        message = "flow: unknown phase " .. tostring(d.phase) }
+    end
+    local step, err = handler(self, input)
+    input = nil
+    if step then
+      if step.kind == "done" then return step end
+      input = coroutine.yield(STEP, step)
+    elseif err then
+      if type(err) == "table" and err.terminal == false then
+        input = coroutine.yield(STEP, nil, err)
+      else
+        return nil, err
+      end
+    end
+  end
+end
+
+-- resumes the flow coroutine; foreign yields go up to our own resumer
+local function drive(co, ...)
+  local r = pack(coroutine.resume(co, ...))
+  while true do
+    if not r[1] then error(r[2], 0) end
+    if coroutine.status(co) == "dead" then return r[2], r[3], true end
+    if r[2] == STEP then return r[3], r[4], false end
+    r = pack(coroutine.resume(co, coroutine.yield(unpack(r, 2, r.n))))
+  end
+end
+
+--- Advances the flow.
+-- @tparam[opt] table input what the last step asked for: `{ callback = url }`,
+--   `{ method = id }`, `{ psu_id = ..., password = ... }`, `{ otp = ... }`
+-- @return step | nil, err
+function Flow:next(input)
+  if input ~= nil and type(input) ~= "table" then
+    error("flow:next: input must be a table", 2)
+  end
+  local d = self.d
+  if d.phase == "done" then
+    return { kind = "done", status = d.status, approach = d.approach, authorisations = d.level }
+  end
+  if d.phase == "failed" then
+    return nil, self.err or sca_error(d.error_code or "SCA_FAILED", d.error_message or "flow: failed earlier")
+  end
+  if not self.co or coroutine.status(self.co) == "dead" then
+    self.co = coroutine.create(function(inp) return self:_body(inp) end)
+  end
+  local step, err, finished = drive(self.co, input)
+  if finished then
+    self.co = nil
+    if not step then
+      d.phase = "failed"
+      self.err = err
+      d.error_code = type(err) == "table" and err.code or "SCA_FAILED"
+      d.error_message = type(err) == "table" and err.text or tostring(err)
+      self:_log("flow.failed", { code = d.error_code })
+      return nil, err
+    end
+    self:_log("flow.done", { status = step.status })
+  end
+  return step, err
+end
+
+return _M

@@ -1,0 +1,42 @@
+--- TPP identities: an eIDAS certificate (QWAC or QSealC) with its private key.
+--
+--     local identity = require "xs2a.identity"
+--     local qwac = assert(identity{ cert = "qwac.pem", key = "qwac.key" })
+--     local qseal = assert(identity.new{ p12 = "qseal.p12", passphrase = pass })
+--
+-- The key lives inside OpenSSL; `tostring(id)` shows the subject and key type
+-- only. Close with `id:close()` (or let a `<close>` variable / the GC do it).
+-- @module xs2a.identity
+local core = require "xs2a.core"
+
+local _M = {}
+
+--- Loads an identity.
+-- @tparam table opts `{ cert = path_or_pem_or_der, key = path_or_pem_or_der,
+--   passphrase = string }` or `{ p12 = path_or_der, passphrase = string }`
+-- @treturn Identity|nil the identity
+-- @treturn string error naming the cause (unreadable file, wrong passphrase,
+--   key does not match certificate, unsupported key, not PEM/DER)
+-- @treturn string a stable code: "io", "passphrase", "mismatch", "unsupported", "parse"
+function _M.new(opts)
+  if type(opts) ~= "table" then error("identity options must be a table", 2) end
+  return core.identity(opts)
+end
+
+--- Facts of a certificate without a key (same table as `identity:info()`).
+-- @tparam string pem_or_der
+-- @treturn table|nil info
+-- @treturn string error
+function _M.cert_info(pem_or_der)
+  if type(pem_or_der) ~= "string" then error("certificate must be a string", 2) end
+  return core.cert_info(pem_or_der)
+end
+
+--- True when `v` is an identity (open or closed).
+function _M.is_identity(v)
+  if type(v) ~= "userdata" then return false end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__name == "xs2a.Identity"
+end
+
+return setmetatable(_M, { __call = function(_, opts) return _M.new(opts) end })

@@ -1,0 +1,182 @@
+--- ASPSP profiles: data that describe a bank's API.
+--
+-- A profile is a plain table:
+--
+-- * `name`, `base_url` (production origin), `root` (variant root path);
+-- * `products`: payment products (list), `services`: payment services;
+-- * `signing`: `{ scheme = "berlin"|"jws"|"mac"|false, services = {"PIS"},
+--   dialect = { ... options passed to the signer ... } }`;
+-- * `verify_responses`: verify the bank's signed responses (Georgian JWS);
+-- * `sca`: `{ approaches = {...}, preferred = "oauth" }`;
+-- * `limits`: `{ per_second, per_hour, concurrent }`;
+-- * `error_format`: `"paysera"` (RFC 7807 style) or `"tppMessages"` (both are parsed anyway);
+-- * `max_frequency_per_day`, `card_accounts`, `signing_baskets`, `funds_confirmation`.
+--
+-- `profile.get(name_or_table, overrides)` returns a validated copy.
+-- @module xs2a.profile
+local util = require "xs2a.util"
+
+local _M = {}
+
+local PAYMENT_SERVICES = { "payments", "periodic-payments", "bulk-payments" }
+
+local profiles = {}
+
+profiles["paysera-berlin"] = {
+  name = "paysera-berlin",
+  variant = "berlin",
+  base_url = "https://open-banking-api.paysera.com",
+  root = "/xs2a/berlin/1.3",
+  products = { "sepa-credit-transfers", "instant-sepa-credit-transfers", "target-2-payments" },
+  services = PAYMENT_SERVICES,
+  signing = {
+    scheme = "berlin",
+    services = { "PIS" },
+    dialect = { digest = "SHA-256", keyid_serial_case = "upper", algorithm = nil, date = false },
+  },
+  verify_responses = false,
+  sca = { approaches = { "oauth" }, preferred = "oauth" },
+  limits = { per_second = 10, per_hour = 1000, concurrent = 20 },
+  error_format = "paysera",
+  max_frequency_per_day = 4,
+  card_accounts = true,
+  signing_baskets = false,
+  funds_confirmation = true,
+}
+
+profiles["paysera-georgia"] = {
+  name = "paysera-georgia",
+  variant = "georgia",
+  base_url = "https://open-banking-api.paysera.com",
+  root = "/xs2a/georgia/0.8",
+  products = { "aspsp", "domestic", "foreign" },
+  services = PAYMENT_SERVICES,
+  signing = {
+    scheme = "jws",
+    services = { "PIS" },
+    dialect = { alg = nil },
+  },
+  verify_responses = true,
+  sca = { approaches = { "oauth" }, preferred = "oauth" },
+  limits = { per_second = 10, per_hour = 1000, concurrent = 20 },
+  error_format = "paysera",
+  max_frequency_per_day = 4,
+  card_accounts = false,
+  signing_baskets = false,
+  funds_confirmation = false,
+}
+
+profiles["berlin-group"] = {
+  name = "berlin-group",
+  variant = "berlin",
+  base_url = nil, -- must be given
+  root = "",
+  products = { "sepa-credit-transfers", "instant-sepa-credit-transfers", "target-2-payments",
+    "cross-border-credit-transfers" },
+  services = PAYMENT_SERVICES,
+  signing = { scheme = false, services = {}, dialect = {} },
+  verify_responses = false,
+  sca = { approaches = { "oauth", "redirect", "decoupled", "embedded" }, preferred = nil },
+  limits = { per_second = 10, per_hour = 1000, concurrent = 20 },
+  error_format = "tppMessages",
+  max_frequency_per_day = nil,
+  card_accounts = true,
+  signing_baskets = true,
+  funds_confirmation = true,
+}
+
+local SCHEMES = { berlin = true, jws = true, mac = true }
+local APPROACHES = { oauth = true, redirect = true, decoupled = true, embedded = true }
+local SERVICES = { AIS = true, PIS = true, PIIS = true }
+
+local function fail(name, msg)
+  return nil, require("xs2a.errors").config("profile " .. tostring(name) .. ": " .. msg, "PROFILE_INVALID")
+end
+
+--- Validates a profile table in place.
+-- @return profile or nil, err (kind "config")
+function _M.validate(p)
+  local name = p.name or "(unnamed)"
+  if p.base_url ~= nil then
+    local u = util.parse_url(p.base_url)
+    if not u then return fail(name, "base_url must be an absolute http(s) URL") end
+  end
+  if type(p.root) ~= "string" or (p.root ~= "" and not p.root:find("^/[^?#]*[^/]$")) then
+    return fail(name, "root must be a path like /xs2a/berlin/1.3 (no trailing slash) or empty")
+  end
+  if type(p.products) ~= "table" or #p.products == 0 then return fail(name, "products must be a list") end
+  if type(p.services) ~= "table" then return fail(name, "services must be a list") end
+  local s = p.signing
+  if s == nil or s == false then
+    p.signing = { scheme = false, services = {}, dialect = {} }
+    s = p.signing
+  end
+  if type(s) ~= "table" then return fail(name, "signing must be a table") end
+  if s.scheme and not SCHEMES[s.scheme] then return fail(name, "unknown signing scheme " .. tostring(s.scheme)) end
+  s.services = s.services or {}
+  s.dialect = s.dialect or {}
+  for _, svc in ipairs(s.services) do
+    if not SERVICES[svc] then return fail(name, "unknown signed service " .. tostring(svc)) end
+  end
+  if type(p.sca) ~= "table" or type(p.sca.approaches) ~= "table" then
+    return fail(name, "sca.approaches must be a list")
+  end
+  for _, a in ipairs(p.sca.approaches) do
+    if not APPROACHES[a] then return fail(name, "unknown SCA approach " .. tostring(a)) end
+  end
+  if p.limits ~= false then
+    if type(p.limits) ~= "table" then return fail(name, "limits must be a table or false") end
+    for _, k in ipairs({ "per_second", "per_hour", "concurrent" }) do
+      local v = p.limits[k]
+      if v ~= nil and v ~= false and (type(v) ~= "number" or v <= 0) then
+        return fail(name, "limits." .. k .. " must be a positive number or false")
+      end
+    end
+  end
+  p.signing_set = util.set(s.services)
+  p.product_set = util.set(p.products)
+  p.service_set = util.set(p.services)
+  return p
+end
+
+--- Returns a validated copy of a named profile (or of a table based on
+-- one: `{ base = "paysera-berlin", ... }`), with `overrides` merged on top.
+-- @param spec profile name or table
+-- @param overrides optional table merged into the result
+-- @return profile or nil, err
+function _M.get(spec, overrides)
+  local p
+  if type(spec) == "string" then
+    if not profiles[spec] then return fail(spec, "unknown profile (known: paysera-berlin, paysera-georgia, "
+      .. "berlin-group)") end
+    p = util.copy(profiles[spec])
+  elseif type(spec) == "table" then
+    if spec.base and not profiles[spec.base] then return fail(spec.base, "unknown base profile") end
+    p = spec.base and util.merge(profiles[spec.base], spec) or util.copy(spec)
+    p.base = nil
+  else
+    return fail(tostring(spec), "profile must be a name or a table")
+  end
+  if overrides then p = util.merge(p, overrides) end
+  return _M.validate(p)
+end
+
+--- Names of the built-in profiles.
+function _M.names()
+  local out = {}
+  for k in pairs(profiles) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+--- Registers a profile under `p.name` (validated).
+function _M.register(p)
+  local ok, err = _M.validate(util.copy(p))
+  if not ok then return nil, err end
+  profiles[p.name] = util.copy(p)
+  return true
+end
+
+_M.profiles = profiles
+
+return _M

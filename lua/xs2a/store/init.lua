@@ -1,0 +1,34 @@
+--- Stores for tokens, saved flows and limiter state (see the store
+-- contract in docs/INTERNALS.md).
+--
+--     xs2a.store.memory()            -- one process
+--     xs2a.store.shdict("xs2a")      -- nginx lua_shared_dict (OpenResty)
+-- @module xs2a.store
+local _M = {}
+
+--- A new in-memory store.
+function _M.memory(opts)
+  return require("xs2a.store.memory").new(opts)
+end
+
+--- A store over the nginx shared dict `name` (inside OpenResty only).
+-- @return store, or nil and err
+function _M.shdict(name, opts)
+  local ok, mod = pcall(require, "xs2a.store.shdict")
+  if not ok then return nil, "xs2a.store.shdict unavailable: " .. tostring(mod) end
+  return mod.new(name, opts)
+end
+
+local REQUIRED = { "get", "set", "add", "delete", "incr", "lock" }
+
+--- Checks that `store` implements the contract.
+-- @return true, or nil and the name of a missing method
+function _M.check(store)
+  if type(store) ~= "table" and type(store) ~= "userdata" then return nil, "store must be a table" end
+  for _, m in ipairs(REQUIRED) do
+    if type(store[m]) ~= "function" then return nil, "store lacks method " .. m end
+  end
+  return true
+end
+
+return _M

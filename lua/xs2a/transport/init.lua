@@ -1,0 +1,35 @@
+--- Picks the HTTP transport: `ngx` (cosockets) inside nginx, `curl` (the C
+-- core's libcurl session) everywhere else.
+--
+--     local t = require("xs2a.transport").new{ identity = qwac, ca_file = ca }
+--
+-- `opts.kind = "curl"|"ngx"` forces one. Both follow the transport contract
+-- of docs/INTERNALS.md: `t:request(req) -> res | nil, { code, message, sent }`.
+-- @module xs2a.transport
+local _M = {}
+
+--- True when running inside an nginx worker with cosockets.
+function _M.in_nginx()
+  local ngx = rawget(_G, "ngx")
+  return type(ngx) == "table" and type(ngx.socket) == "table" and type(ngx.socket.tcp) == "function"
+    and type(ngx.get_phase) == "function" and ngx.config ~= nil and ngx.config.subsystem ~= nil
+end
+
+--- Name of the transport `new` would choose.
+function _M.default_kind()
+  return _M.in_nginx() and "ngx" or "curl"
+end
+
+--- Creates a transport.
+-- @param opts transport options (identity, ca_file, connect_timeout, timeout, max_body...), plus `kind`
+-- @return transport, or nil and a message
+function _M.new(opts)
+  opts = opts or {}
+  local kind = opts.kind or _M.default_kind()
+  if kind ~= "curl" and kind ~= "ngx" then return nil, "unknown transport kind " .. tostring(kind) end
+  local ok, mod = pcall(require, "xs2a.transport." .. kind)
+  if not ok then return nil, "transport " .. kind .. " unavailable: " .. tostring(mod) end
+  return mod.new(opts)
+end
+
+return _M

@@ -1,0 +1,723 @@
+--- HTTP/1.1 transport over nginx cosockets, for use inside OpenResty.
+--
+-- Same contract as `xs2a.transport.curl` (see docs/INTERNALS.md):
+--
+--     local t = require("xs2a.transport.ngx").new{ identity = qwac,
+--       connect_timeout = 5000, timeout = 30000, max_body = 8 * 1024 * 1024 }
+--     local res, err = t:request{ method = "GET", url = "https://host/x", headers = {} }
+--
+-- `res` = `{ status, headers = { lowercase = "v1, v2" }, header_list, body,
+-- reused, http_version, time = { total = s } }`; `err` = `{ code, message, sent }`.
+--
+-- Nothing here blocks the worker: every wait is a cosocket yield. TLS peer
+-- verification uses the trust store nginx was given with the
+-- `lua_ssl_trusted_certificate` directive (and `lua_ssl_verify_depth`); the
+-- `ca_file` option cannot change it per request and is only kept for
+-- documentation, so it must name the same file. The client certificate
+-- (`identity`) is parsed once per identity and handed to each new
+-- connection with `setclientcert`. Connections are kept alive in pools keyed
+-- by host, port, SNI name and the SHA-256 fingerprint of the client
+-- certificate, so two identities never share a connection.
+--
+-- In phases without cosockets (init, init_worker, set, log, header_filter,
+-- body_filter, ...) `request` returns `nil, { code = "unavailable" }` at once;
+-- move such work into `ngx.timer.at(0, fn)`.
+-- @module xs2a.transport.ngx
+
+local M = {}
+
+local DEFAULTS = {
+  connect_timeout = 5000,         -- ms
+  timeout = 30000,                -- ms, whole request
+  max_body = 8 * 1024 * 1024,     -- bytes of decoded body
+  keepalive_timeout = 60000,      -- ms a pooled connection may stay idle
+  pool_size = 32,                 -- connections per pool and worker
+}
+
+local MAX_LINE = 16 * 1024        -- one status or header line
+local MAX_HEADER_BYTES = 64 * 1024
+local MAX_HEADERS = 200
+local MAX_INTERIM = 10            -- 1xx responses skipped before the final one
+
+-- phases in which ngx.socket.tcp may connect and yield
+local COSOCKET_PHASES = {
+  rewrite = true, access = true, content = true, timer = true,
+  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+}
+
+-- codes after which the request certainly never reached the server
+local NOT_SENT = {
+  bad_request = true, unavailable = true, resolve = true, connect = true,
+  tls = true, client_cert = true,
+}
+
+local err_mt = {
+  __tostring = function(e)
+    return "transport error (" .. tostring(e.code) .. "): " .. tostring(e.message)
+  end,
+}
+
+local function fail(code, message, sent)
+  if sent == nil then sent = not NOT_SENT[code] end
+  return nil, setmetatable({ code = code, message = message, sent = sent }, err_mt)
+end
+
+-- Extra peer checks through OpenSSL ----------------------------------------
+-- nginx verifies the chain against `lua_ssl_trusted_certificate` and the
+-- name against the SNI host. Two checks it cannot do are done here, on the
+-- peer certificate taken from the TLS session (nginx links libssl, so ffi.C
+-- has it):
+--  * IP-literal hosts: an IP must not be sent as SNI (RFC 6066) and nginx
+--    compares DNS names only, so the certificate's iPAddress names are
+--    compared with the host;
+--  * `ca_file`: the server certificate must also chain to a certificate of
+--    that file (nginx's trust store is one per location, not per request).
+
+local ffi_ok, ffi = pcall(require, "ffi")
+local ssl_ffi_ready = false
+local X509_PURPOSE_SSL_SERVER = 2
+local X509_V_FLAG_PARTIAL_CHAIN = 0x80000
+
+local function ssl_ffi()
+  if not ffi_ok then return nil end
+  if not ssl_ffi_ready then
+    -- void * everywhere: other modules may have declared the real types
+    for _, decl in ipairs({
+      "void *SSL_SESSION_get0_peer(void *s);",
+      "int X509_check_ip_asc(void *x, const char *address, unsigned int flags);",
+      "void *X509_STORE_new(void);",
+      "void X509_STORE_free(void *st);",
+      "int X509_STORE_load_locations(void *st, const char *file, const char *dir);",
+      "int X509_STORE_set_flags(void *st, unsigned long flags);",
+      "void *X509_STORE_CTX_new(void);",
+      "void X509_STORE_CTX_free(void *ctx);",
+      "int X509_STORE_CTX_init(void *ctx, void *st, void *x509, void *chain);",
+      "int X509_STORE_CTX_set_purpose(void *ctx, int purpose);",
+      "int X509_verify_cert(void *ctx);",
+      "int X509_STORE_CTX_get_error(void *ctx);",
+      "const char *X509_verify_cert_error_string(long n);",
+    }) do
+      pcall(ffi.cdef, decl)
+    end
+    ssl_ffi_ready = true
+  end
+  return ffi.C
+end
+
+local function peer_cert(session)
+  local C = ssl_ffi()
+  if not C or type(session) ~= "cdata" then return nil end
+  local ok, x = pcall(C.SSL_SESSION_get0_peer, session)
+  if not ok or x == nil then return nil end
+  return x
+end
+
+local function check_peer_ip(x, ip)
+  local ok, r = pcall(ffi.C.X509_check_ip_asc, x, ip, 0)
+  return ok and r == 1
+end
+
+local stores = {} -- ca_file path -> X509_STORE (one per worker)
+
+local function ca_store(path)
+  local st = stores[path]
+  if st then return st end
+  local C = ssl_ffi()
+  if not C then return nil, "LuaJIT FFI unavailable" end
+  local f = io.open(path, "rb")
+  if not f then return nil, "cannot read ca_file " .. path end
+  f:close()
+  st = C.X509_STORE_new()
+  if st == nil then return nil, "X509_STORE_new failed" end
+  st = ffi.gc(st, C.X509_STORE_free)
+  if C.X509_STORE_load_locations(st, path, nil) ~= 1 then
+    return nil, "no certificates in ca_file " .. path
+  end
+  -- an intermediate in ca_file may be the trust anchor (the session holds
+  -- the leaf only, not the chain the server sent)
+  C.X509_STORE_set_flags(st, X509_V_FLAG_PARTIAL_CHAIN)
+  stores[path] = st
+  return st
+end
+
+local function verify_against(x, path)
+  local st, err = ca_store(path)
+  if not st then return false, err end
+  local C = ffi.C
+  local ctx = C.X509_STORE_CTX_new()
+  if ctx == nil then return false, "X509_STORE_CTX_new failed" end
+  local ok, msg = false, "verification failed"
+  if C.X509_STORE_CTX_init(ctx, st, x, nil) == 1 then
+    C.X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_SERVER)
+    if C.X509_verify_cert(ctx) == 1 then
+      ok = true
+    else
+      msg = ffi.string(C.X509_verify_cert_error_string(C.X509_STORE_CTX_get_error(ctx)))
+    end
+  end
+  C.X509_STORE_CTX_free(ctx)
+  return ok, msg
+end
+
+-- Client certificates ------------------------------------------------------
+-- Parsed once per identity. The cache holds the parsed OpenSSL objects
+-- (cdata), never the PEM text of the key.
+
+local cert_cache = setmetatable({}, { __mode = "k" })
+
+local function der_to_pem(der)
+  local core = require "xs2a.core"
+  local b64 = core.b64encode(der)
+  local lines = {}
+  for i = 1, #b64, 64 do lines[#lines + 1] = b64:sub(i, i + 63) end
+  return "-----BEGIN CERTIFICATE-----\n" .. table.concat(lines, "\n")
+    .. "\n-----END CERTIFICATE-----\n"
+end
+
+local function load_client_cert(identity)
+  local entry = cert_cache[identity]
+  if entry then return entry end
+  local ok_ssl, ssl = pcall(require, "ngx.ssl")
+  if not ok_ssl then
+    return nil, "ngx.ssl (lua-resty-core) is not available"
+  end
+  local ok, info = pcall(identity.info, identity)
+  if not ok or type(info) ~= "table" or not info.fingerprint then
+    return nil, "cannot read the client certificate of the identity"
+  end
+  local ok_pem, pem = pcall(identity.cert_pem, identity)
+  if not ok_pem or type(pem) ~= "string" then
+    return nil, "cannot read the client certificate of the identity"
+  end
+  local ok_chain, chain = pcall(identity.chain_der, identity)
+  if ok_chain and type(chain) == "table" then
+    for _, der in ipairs(chain) do pem = pem .. der_to_pem(der) end
+  end
+  local cert, cerr = ssl.parse_pem_cert(pem)
+  if not cert then
+    return nil, "cannot parse the client certificate: " .. tostring(cerr)
+  end
+  -- the key PEM lives only in this scope; OpenSSL keeps the parsed key
+  local key
+  do
+    local ok_key, key_pem = pcall(identity.export_key_pem, identity)
+    if ok_key and type(key_pem) == "string" then
+      key = ssl.parse_pem_priv_key(key_pem)
+    end
+    key_pem = nil -- luacheck: ignore 311
+  end
+  if not key then
+    return nil, "cannot load the private key of the identity"
+  end
+  entry = { cert = cert, key = key, fingerprint = info.fingerprint }
+  cert_cache[identity] = entry
+  return entry
+end
+
+-- URL and request validation ---------------------------------------------
+
+local function parse_url(url)
+  if type(url) ~= "string" then return nil, "url must be a string" end
+  if url:find("[%z\1-\32\127]") then return nil, "url contains spaces or control characters" end
+  local scheme, authority, rest = url:match("^(%a[%w+.-]*)://([^/?#]*)(.*)$")
+  if not scheme then return nil, "malformed url" end
+  scheme = scheme:lower()
+  if scheme ~= "https" and scheme ~= "http" then
+    return nil, "unsupported url scheme " .. scheme
+  end
+  if authority:find("@", 1, true) then return nil, "credentials in urls are not supported" end
+  local host, port
+  if authority:sub(1, 1) == "[" then
+    host, port = authority:match("^%[([%x:.]+)%]:?(%d*)$")
+  else
+    host, port = authority:match("^([%w.-]+):?(%d*)$")
+  end
+  if not host or host == "" then return nil, "malformed host in url" end
+  if port == "" then
+    port = scheme == "https" and 443 or 80
+  else
+    port = tonumber(port)
+    if not port or port < 1 or port > 65535 then return nil, "bad port in url" end
+  end
+  local path = rest:gsub("#.*$", "")
+  if path == "" then
+    path = "/"
+  elseif path:sub(1, 1) == "?" then
+    path = "/" .. path
+  end
+  local ipv6 = authority:sub(1, 1) == "["
+  local ip = ipv6 or host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil
+  local default_port = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
+  local host_header = ipv6 and ("[" .. host .. "]") or host:lower()
+  if not default_port then host_header = host_header .. ":" .. port end
+  return {
+    scheme = scheme, host = host:lower(), port = port, path = path, ip = ip,
+    ipv6 = ipv6, host_header = host_header,
+  }
+end
+
+local TOKEN = "^[!#$%%&'*+%-.^_`|~%w]+$"
+
+local function header_lines(headers, out)
+  if headers == nil then return {} end
+  if type(headers) ~= "table" then return nil, "headers must be a table" end
+  local seen = {}
+  local names = {}
+  for name in pairs(headers) do
+    if type(name) ~= "string" or not name:match(TOKEN) then
+      return nil, "invalid header name"
+    end
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local lname = name:lower()
+    local value = headers[name]
+    local values = type(value) == "table" and value or { value }
+    for _, v in ipairs(values) do
+      local tv = type(v)
+      if tv ~= "string" and tv ~= "number" then
+        return nil, "value of header " .. name .. " must be a string"
+      end
+      v = tostring(v)
+      if v:find("[%z\r\n]") then
+        return nil, "value of header " .. name .. " contains CR, LF or NUL"
+      end
+      -- framing headers are ours
+      if lname ~= "content-length" and lname ~= "transfer-encoding"
+          and lname ~= "connection" then
+        out[#out + 1] = name .. ": " .. v .. "\r\n"
+      end
+    end
+    seen[lname] = true
+  end
+  return seen
+end
+
+-- Response reading --------------------------------------------------------
+
+local function now()
+  ngx.update_time()
+  return ngx.now()
+end
+
+-- Arms the socket timeouts with what is left of the deadline.
+local function arm(sock, deadline, connect_cap)
+  local left = math.floor((deadline - now()) * 1000)
+  if left <= 0 then return false end
+  local c = connect_cap and math.min(connect_cap, left) or left
+  sock:settimeouts(c, left, left)
+  return true
+end
+
+local function io_error(err, what)
+  if err == "timeout" then return fail("timeout", what .. " timed out", true) end
+  if err == "closed" then
+    return fail("closed", "connection closed by the server while " .. what, true)
+  end
+  return fail("recv", what .. " failed: " .. tostring(err), true)
+end
+
+-- Reads one CRLF-terminated line of at most MAX_LINE bytes.
+local function read_line(conn, deadline, what)
+  if not arm(conn.sock, deadline) then return fail("timeout", what .. " timed out", true) end
+  local reader = conn.line_reader
+  local parts, n = {}, 0
+  while true do
+    local data, err = reader(4096)
+    if not data then
+      if err then
+        conn.got_bytes = conn.got_bytes or n > 0
+        return io_error(err, what)
+      end
+      break
+    end
+    n = n + #data
+    conn.got_bytes = true
+    if n > MAX_LINE then return fail("protocol", what .. ": line too long", true) end
+    parts[#parts + 1] = data
+  end
+  local line = table.concat(parts)
+  if line:find("\n", 1, true) then
+    return fail("protocol", what .. ": bare LF in line", true)
+  end
+  return line
+end
+
+local function read_exact(conn, deadline, size, what)
+  if size == 0 then return "" end
+  if not arm(conn.sock, deadline) then return fail("timeout", what .. " timed out", true) end
+  local data, err = conn.sock:receive(size)
+  if not data then return io_error(err, what) end
+  return data
+end
+
+local function read_headers(conn, deadline, res)
+  local headers, list = {}, {}
+  local total = 0
+  while true do
+    local line, err = read_line(conn, deadline, "reading the response headers")
+    if not line then return nil, err end
+    if line == "" then break end
+    total = total + #line + 2
+    if total > MAX_HEADER_BYTES or #list >= MAX_HEADERS then
+      return fail("protocol", "response headers too large", true)
+    end
+    local name, value = line:match("^([^:%s]+):[ \t]*(.-)[ \t]*$")
+    if not name or not name:match(TOKEN) then
+      return fail("protocol", "malformed response header line", true)
+    end
+    list[#list + 1] = { name, value }
+    local lname = name:lower()
+    local prev = headers[lname]
+    headers[lname] = prev and (prev .. ", " .. value) or value
+  end
+  res.headers, res.header_list = headers, list
+  return true
+end
+
+local function read_chunked(conn, deadline, max_body)
+  local parts, total = {}, 0
+  while true do
+    local line, err = read_line(conn, deadline, "reading a chunk size")
+    if not line then return nil, err end
+    local hex = line:match("^(%x+)[ \t]*;.*$") or line:match("^(%x+)[ \t]*$")
+    if not hex or #hex > 8 then
+      return fail("protocol", "malformed chunk size line", true)
+    end
+    local size = tonumber(hex, 16)
+    if size == 0 then break end
+    total = total + size
+    if total > max_body then
+      return fail("too_large", "response body larger than " .. max_body .. " bytes", true)
+    end
+    local data
+    data, err = read_exact(conn, deadline, size, "reading the response body")
+    if not data then return nil, err end
+    parts[#parts + 1] = data
+    local crlf
+    crlf, err = read_exact(conn, deadline, 2, "reading the response body")
+    if not crlf then return nil, err end
+    if crlf ~= "\r\n" then return fail("protocol", "chunk not terminated by CRLF", true) end
+  end
+  -- trailers, ignored, until the empty line
+  local n = 0
+  while true do
+    local line, err = read_line(conn, deadline, "reading the trailers")
+    if not line then return nil, err end
+    if line == "" then break end
+    n = n + 1
+    if n > MAX_HEADERS then return fail("protocol", "too many trailers", true) end
+  end
+  return table.concat(parts)
+end
+
+local function read_to_close(conn, deadline, max_body)
+  local parts, total = {}, 0
+  while true do
+    if not arm(conn.sock, deadline) then
+      return fail("timeout", "reading the response body timed out", true)
+    end
+    local data, err, partial = conn.sock:receive(16384)
+    data = data or partial
+    if data and #data > 0 then
+      total = total + #data
+      if total > max_body then
+        return fail("too_large", "response body larger than " .. max_body .. " bytes", true)
+      end
+      parts[#parts + 1] = data
+    end
+    if err == "closed" then break end
+    if err then return io_error(err, "reading the response body") end
+  end
+  return table.concat(parts)
+end
+
+local function has_token(value, token)
+  if not value then return false end
+  for part in value:gmatch("[^,]+") do
+    if part:match("^%s*(.-)%s*$"):lower() == token then return true end
+  end
+  return false
+end
+
+-- Reads one whole response. Returns res, keepalive_ok | nil, err.
+local function read_response(conn, deadline, method, max_body)
+  local res
+  for _ = 0, MAX_INTERIM do
+    local line, err = read_line(conn, deadline, "reading the status line")
+    if not line then return nil, err end
+    local version, status = line:match("^HTTP/(1%.[01]) (%d%d%d)[ \t]?.*$")
+    if not version then
+      return fail("protocol", "malformed status line", true)
+    end
+    res = { status = tonumber(status), http_version = version }
+    local ok, herr = read_headers(conn, deadline, res)
+    if not ok then return nil, herr end
+    if res.status >= 200 then break end
+    if res.status == 101 then return fail("protocol", "unexpected protocol switch", true) end
+    res = nil
+  end
+  if not res then return fail("protocol", "too many interim responses", true) end
+
+  local h = res.headers
+  local keep = res.http_version == "1.1" and not has_token(h["connection"], "close")
+    or res.http_version == "1.0" and has_token(h["connection"], "keep-alive")
+
+  if method == "HEAD" or res.status == 204 or res.status == 304 then
+    res.body = ""
+    return res, keep
+  end
+
+  local te = h["transfer-encoding"]
+  local cl = h["content-length"]
+  if te then
+    if cl then
+      return fail("protocol", "both Transfer-Encoding and Content-Length in response", true)
+    end
+    if te:lower():match("^%s*(.-)%s*$") ~= "chunked" then
+      return fail("protocol", "unsupported transfer encoding", true)
+    end
+    local body, err = read_chunked(conn, deadline, max_body)
+    if not body then return nil, err end
+    res.body = body
+    return res, keep
+  end
+  if cl then
+    local first, size
+    for v in cl:gmatch("[^,]+") do
+      v = v:match("^%s*(.-)%s*$")
+      if not v:match("^%d+$") or #v > 15 then
+        return fail("protocol", "malformed Content-Length", true)
+      end
+      if first and v ~= first then
+        return fail("protocol", "conflicting Content-Length values", true)
+      end
+      first = v
+    end
+    size = tonumber(first)
+    if not size then return fail("protocol", "malformed Content-Length", true) end
+    if size > max_body then
+      return fail("too_large", "response body larger than " .. max_body .. " bytes", true)
+    end
+    local body, err = read_exact(conn, deadline, size, "reading the response body")
+    if not body then return nil, err end
+    res.body = body
+    return res, keep
+  end
+  local body, err = read_to_close(conn, deadline, max_body)
+  if not body then return nil, err end
+  res.body = body
+  return res, false
+end
+
+-- Transport ----------------------------------------------------------------
+
+local Transport = {}
+Transport.__index = Transport
+
+local warned_no_verify = false
+
+--- Creates a transport.
+-- @tparam table opts `identity` (xs2a.Identity or nil), `ca_file` (must be
+-- the file of `lua_ssl_trusted_certificate`), `connect_timeout` (ms),
+-- `timeout` (ms), `max_body` (bytes), `keepalive_timeout` (ms), `pool_size`,
+-- `ssl_verify` (default true; false must be spelled out).
+-- @return transport | nil, message
+function M.new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then return nil, "options must be a table" end
+  local self = setmetatable({}, Transport)
+  for k, v in pairs(DEFAULTS) do
+    local given = opts[k]
+    if given ~= nil and (type(given) ~= "number" or given < 0) then
+      return nil, k .. " must be a non-negative number"
+    end
+    self[k] = given or v
+  end
+  self.identity = opts.identity
+  if opts.ca_file ~= nil and type(opts.ca_file) ~= "string" then return nil, "ca_file must be a path" end
+  self.ca_file = opts.ca_file
+  if opts.pool ~= nil and type(opts.pool) ~= "string" then return nil, "pool must be a string" end
+  self.pool = opts.pool
+  self.ssl_verify = opts.ssl_verify ~= false
+  if not self.ssl_verify and not warned_no_verify and rawget(_G, "ngx") then
+    warned_no_verify = true
+    ngx.log(ngx.WARN, "xs2a: TLS peer verification is disabled (ssl_verify = false)")
+  end
+  return self
+end
+
+local function pool_name(self, u, sni, fingerprint)
+  return table.concat({ "xs2a", self.pool or "", u.scheme, u.host, u.port, sni or "-",
+    fingerprint or "-", self.ssl_verify and "v" or "nv", self.ca_file or "" }, "|")
+end
+
+-- One attempt on one connection. Returns res | nil, err, retryable.
+function Transport:_attempt(u, req_bytes, method, deadline, conn_cert, started)
+  local sock = ngx.socket.tcp()
+  if not arm(sock, deadline, self.connect_timeout) then
+    return fail("timeout", "request timed out before connecting", false)
+  end
+  local sni = (u.scheme == "https" and not u.ip) and u.host or nil
+  -- "localhost" is loopback by definition (RFC 6761); other names go
+  -- through the nginx `resolver`.
+  local addr = u.host == "localhost" and "127.0.0.1" or (u.ipv6 and ("[" .. u.host .. "]") or u.host)
+  local ok, err = sock:connect(addr, u.port, {
+    pool = pool_name(self, u, sni, conn_cert and conn_cert.fingerprint),
+    pool_size = self.pool_size,
+  })
+  if not ok then
+    if err == "timeout" then
+      return fail("timeout", "connect to " .. u.host .. ":" .. u.port .. " timed out", false)
+    end
+    if tostring(err):find("resolv", 1, true) or tostring(err):find("no resolver", 1, true) then
+      return fail("resolve", "cannot resolve " .. u.host .. ": " .. tostring(err))
+    end
+    return fail("connect", "connect to " .. u.host .. ":" .. u.port .. " failed: " .. tostring(err))
+  end
+  local reused = (sock:getreusedtimes() or 0) > 0
+
+  if u.scheme == "https" and not reused then
+    if conn_cert then
+      local cok, cerr = sock:setclientcert(conn_cert.cert, conn_cert.key)
+      if not cok then
+        sock:close()
+        return fail("client_cert", "cannot use the client certificate: " .. tostring(cerr))
+      end
+    end
+    if not arm(sock, deadline) then
+      sock:close()
+      return fail("timeout", "TLS handshake timed out", false)
+    end
+    -- ask for the session only when we must look at the peer certificate
+    local want_session = self.ssl_verify and (u.ip or self.ca_file ~= nil)
+    local session, herr = sock:sslhandshake(not want_session and false or nil, sni, self.ssl_verify)
+    if not session then
+      sock:close()
+      if herr == "timeout" then return fail("timeout", "TLS handshake timed out", false) end
+      return fail("tls", "TLS handshake with " .. u.host .. " failed: " .. tostring(herr))
+    end
+    if want_session then
+      local x = peer_cert(session)
+      if not x then
+        sock:close()
+        return fail("tls", "cannot check the TLS peer certificate of " .. u.host)
+      end
+      if u.ip and not check_peer_ip(x, u.host) then
+        sock:close()
+        return fail("tls", "TLS peer certificate does not match " .. u.host)
+      end
+      if self.ca_file then
+        local vok, verr = verify_against(x, self.ca_file)
+        if not vok then
+          sock:close()
+          return fail("tls", "TLS peer certificate of " .. u.host .. " not trusted by ca_file: " .. tostring(verr))
+        end
+      end
+    end
+  end
+
+  if not arm(sock, deadline) then
+    sock:close()
+    return fail("timeout", "request timed out before sending", false)
+  end
+  local sent, serr = sock:send(req_bytes)
+  if not sent then
+    sock:close()
+    if reused and serr ~= "timeout" then
+      return nil, setmetatable({ code = "send", message = "send failed", sent = false }, err_mt), true
+    end
+    if serr == "timeout" then return fail("timeout", "sending the request timed out", true) end
+    return fail("send", "sending the request failed: " .. tostring(serr), true)
+  end
+
+  local conn = { sock = sock, line_reader = sock:receiveuntil("\r\n"), got_bytes = false }
+  local res, rerr = read_response(conn, deadline, method, self.max_body)
+  if not res then
+    sock:close()
+    -- a pooled connection the server had already closed: nothing was read,
+    -- the request never reached a live connection; try once more afresh
+    if reused and not conn.got_bytes and rerr.code ~= "timeout" then
+      return nil, rerr, true
+    end
+    return nil, rerr
+  end
+  if rerr then -- keep-alive allowed
+    sock:setkeepalive(self.keepalive_timeout, self.pool_size)
+  else
+    sock:close()
+  end
+  res.reused = reused
+  res.time = { total = now() - started }
+  return res
+end
+
+--- Sends one request and reads the whole response.
+-- @tparam table req `{ method, url, headers = { Name = "value" }, body, timeout }`
+-- @return res | nil, `{ code, message, sent }`
+function Transport:request(req)
+  local ngx_ = rawget(_G, "ngx")
+  if not ngx_ or not ngx_.get_phase then
+    return fail("unavailable", "the ngx transport runs only inside nginx (lua-nginx-module)")
+  end
+  local phase = ngx.get_phase()
+  if not COSOCKET_PHASES[phase] then
+    return fail("unavailable", "cosockets unavailable in " .. tostring(phase))
+  end
+  if self.closed then return fail("bad_request", "transport is closed") end
+  if type(req) ~= "table" then return fail("bad_request", "request must be a table") end
+  local method = req.method or "GET"
+  if type(method) ~= "string" or not method:match("^%u+$") then
+    return fail("bad_request", "invalid method")
+  end
+  local u, uerr = parse_url(req.url)
+  if not u then return fail("bad_request", uerr) end
+  local body = req.body
+  if body ~= nil and type(body) ~= "string" then
+    return fail("bad_request", "body must be a string")
+  end
+  local timeout = req.timeout or self.timeout
+  if type(timeout) ~= "number" or timeout <= 0 then
+    return fail("bad_request", "timeout must be a positive number")
+  end
+
+  local lines = { method, " ", u.path, " HTTP/1.1\r\n" }
+  local seen, herr = header_lines(req.headers, lines)
+  if not seen then return fail("bad_request", herr) end
+  if not seen["host"] then table.insert(lines, 5, "Host: " .. u.host_header .. "\r\n") end
+  if not seen["user-agent"] then lines[#lines + 1] = "User-Agent: lua-xs2a\r\n" end
+  if body then
+    lines[#lines + 1] = "Content-Length: " .. #body .. "\r\n"
+  elseif method == "POST" or method == "PUT" or method == "PATCH" then
+    lines[#lines + 1] = "Content-Length: 0\r\n"
+  end
+  lines[#lines + 1] = "\r\n"
+  if body then lines[#lines + 1] = body end
+  local req_bytes = table.concat(lines)
+
+  local conn_cert
+  if u.scheme == "https" and self.identity then
+    local cerr
+    conn_cert, cerr = load_client_cert(self.identity)
+    if not conn_cert then return fail("client_cert", cerr) end
+  end
+
+  local started = now()
+  local deadline = started + timeout / 1000
+  local res, err, retry = self:_attempt(u, req_bytes, method, deadline, conn_cert, started)
+  if not res and retry then
+    res, err = self:_attempt(u, req_bytes, method, deadline, conn_cert, started)
+  end
+  if not res then return nil, err end
+  return res
+end
+
+--- Releases the transport. Pooled connections belong to the worker and
+-- expire on their own (keepalive_timeout).
+function Transport:close()
+  self.closed = true
+end
+
+M._parse_url = parse_url
+return M

@@ -1,0 +1,595 @@
+--- PIS: single, periodic and bulk payments, their status, cancellation and
+-- authorisations; execution through the ledger.
+--
+-- A payment is stored under "payment:<id>":
+--   { id, seq, variant, service, product, org_id, request_id, body, status, created,
+--     approach, required, redirect_uri, nok_uri, auths, approvals, cancel_auths,
+--     cancel_approvals, cancel_requested, psu, debtor_iban, currency, amount,
+--     amount_text, creditor_iban, execution_date, executions, reason }
+local common = require "sandbox.bank.common"
+local sca = require "sandbox.bank.sca"
+local ledger = require "sandbox.bank.ledger"
+local util = common.util
+
+local type = type
+
+local _M = {}
+
+local PRODUCTS = {
+  berlin = {
+    ["sepa-credit-transfers"] = { currency = "EUR" },
+    ["instant-sepa-credit-transfers"] = { currency = "EUR", instant = true },
+    ["target-2-payments"] = { currency = "EUR" },
+  },
+  georgia = {
+    aspsp = { internal = true },
+    domestic = { currency = "GEL", country = "GE" },
+    foreign = {},
+  },
+}
+_M.PRODUCTS = PRODUCTS
+
+local SERVICES = { "payments", "periodic-payments", "bulk-payments" }
+local FREQUENCIES = {
+  Daily = { days = 1 }, Weekly = { days = 7 }, EveryTwoWeeks = { days = 14 },
+  Monthly = { months = 1 }, EveryTwoMonths = { months = 2 }, Quarterly = { months = 3 },
+  SemiAnnual = { months = 6 }, Annual = { months = 12 }, MonthlyVariable = { variable = true },
+}
+local CHARGE_BEARERS = { DEBT = true, CRED = true, SHAR = true, SLEV = true }
+local MAX_BULK = 100
+local SCHEDULE_LENGTH = 12
+local FINAL = { ACSC = true, ACCC = true, RJCT = true, CANC = true }
+
+local function base_path(p) return "/v1/" .. p.service .. "/" .. p.product .. "/" .. p.id end
+
+---------------------------------------------------------------------------
+-- body checks
+
+local function check_amount(v, where)
+  if type(v) ~= "table" then return nil, where .. " must be an object {currency, amount}" end
+  if type(v.currency) ~= "string" or not v.currency:match("^%u%u%u$") then
+    return nil, where .. ".currency must match [A-Z]{3}"
+  end
+  local m = common.parse_amount(v.amount)
+  if not m then return nil, where .. ".amount must match -?[0-9]{1,14}(.[0-9]{1,3})?" end
+  if m <= 0 then return nil, where .. ".amount must be positive" end
+  return m
+end
+
+local function check_account(v, where)
+  if type(v) ~= "table" then return nil, where .. " must be an object with an iban" end
+  if not common.iban_valid(v.iban) then return nil, where .. ".iban is not a valid IBAN" end
+  if v.currency ~= nil and (type(v.currency) ~= "string" or not v.currency:match("^%u%u%u$")) then
+    return nil, where .. ".currency must match [A-Z]{3}"
+  end
+  return common.norm_iban(v.iban)
+end
+
+local function check_text(v, where, max, required)
+  if v == nil then
+    if required then return where .. " is required" end
+    return nil
+  end
+  if type(v) ~= "string" or (required and v == "") or #v > max then
+    return where .. " must be a string of at most " .. max .. " characters"
+  end
+end
+
+local function check_date(v, where, not_before)
+  if type(v) ~= "string" or not common.is_date(v) then return where .. " must be an ISO date (YYYY-MM-DD)" end
+  if not_before and v < not_before then return where .. " must not lie before " .. not_before end
+end
+
+-- creditor side of a single payment or a bulk entry
+local function check_credit(e, where, ctx, product)
+  local amount, err = check_amount(e.instructedAmount, where .. "instructedAmount")
+  if not amount then return nil, err end
+  local creditor
+  creditor, err = check_account(e.creditorAccount, where .. "creditorAccount")
+  if not creditor then return nil, err end
+  err = check_text(e.creditorName, where .. "creditorName", 70, true)
+    or check_text(e.remittanceInformationUnstructured, where .. "remittanceInformationUnstructured", 140)
+    or check_text(e.endToEndIdentification, where .. "endToEndIdentification", 35)
+  if err then return nil, err end
+  if e.creditorAgent ~= nil and (type(e.creditorAgent) ~= "string"
+      or not e.creditorAgent:match("^%u%u%u%u%u%u[%u2-9][%u%d]$")
+      and not e.creditorAgent:match("^%u%u%u%u%u%u[%u2-9][%u%d][%u%d][%u%d][%u%d]$")) then
+    return nil, where .. "creditorAgent is not a BIC"
+  end
+  if e.chargeBearer ~= nil and not CHARGE_BEARERS[e.chargeBearer] then
+    return nil, where .. "chargeBearer must be DEBT, CRED, SHAR or SLEV"
+  end
+  if e.creditorAddress ~= nil and (type(e.creditorAddress) ~= "table"
+      or type(e.creditorAddress.country) ~= "string" or not e.creditorAddress.country:match("^%u%u$")) then
+    return nil, where .. "creditorAddress.country must match [A-Z]{2}"
+  end
+  local ccy = e.instructedAmount.currency
+  local rule = PRODUCTS[ctx.variant][product]
+  if rule.currency and ccy ~= rule.currency then
+    return nil, "payment product " .. product .. " takes " .. rule.currency .. " amounts only"
+  end
+  if rule.country and creditor:sub(1, 2) ~= rule.country then
+    return nil, "payment product " .. product .. " needs a " .. rule.country .. " creditor IBAN"
+  end
+  if rule.internal and not ledger.find(ctx.variant, creditor, ccy) then
+    return nil, "payment product " .. product .. " needs a creditor account at this ASPSP"
+  end
+  return { amount = amount, creditor_iban = creditor, creditor_name = e.creditorName,
+    remittance = e.remittanceInformationUnstructured, end_to_end = e.endToEndIdentification, currency = ccy }
+end
+
+--- Validates a payment body. Returns the parsed payment parts or nil, code, message.
+local function check_body(ctx, service, product, b)
+  local p = { legs = {} }
+  local debtor, err = check_account(b.debtorAccount, "debtorAccount")
+  if not debtor then return nil, "FORMAT_ERROR", err end
+  p.debtor_iban = debtor
+  err = check_text(b.debtorName, "debtorName", 70)
+  if err then return nil, "FORMAT_ERROR", err end
+  local today = common.today()
+  if service == "bulk-payments" then
+    if type(b.payments) ~= "table" or not util.is_array(b.payments) then
+      return nil, "FORMAT_ERROR", "payments must be a non-empty array"
+    end
+    if #b.payments > MAX_BULK then return nil, "FORMAT_ERROR", "at most " .. MAX_BULK .. " payments in a bulk" end
+    if b.batchBookingPreferred ~= nil and type(b.batchBookingPreferred) ~= "boolean" then
+      return nil, "FORMAT_ERROR", "batchBookingPreferred must be a boolean"
+    end
+    for i, e in ipairs(b.payments) do
+      if type(e) ~= "table" then return nil, "FORMAT_ERROR", "payments[" .. i .. "] must be an object" end
+      local leg, lerr = check_credit(e, "payments[" .. i .. "].", ctx, product)
+      if not leg then return nil, "FORMAT_ERROR", lerr end
+      if p.currency and leg.currency ~= p.currency then
+        return nil, "FORMAT_ERROR", "all payments of a bulk must use one currency"
+      end
+      p.currency = leg.currency
+      p.legs[i] = leg
+    end
+  else
+    local leg, lerr = check_credit(b, "", ctx, product)
+    if not leg then return nil, "FORMAT_ERROR", lerr end
+    p.currency = leg.currency
+    p.legs[1] = leg
+  end
+  if b.requestedExecutionDate ~= nil then
+    if service == "periodic-payments" then
+      return nil, "FORMAT_ERROR", "periodic payments take startDate, not requestedExecutionDate"
+    end
+    err = check_date(b.requestedExecutionDate, "requestedExecutionDate")
+    if err then return nil, "FORMAT_ERROR", err end
+    if b.requestedExecutionDate < today then
+      return nil, "EXECUTION_DATE_INVALID", "requestedExecutionDate lies in the past"
+    end
+    p.execution_date = b.requestedExecutionDate
+  end
+  if service == "periodic-payments" then
+    err = check_date(b.startDate, "startDate")
+    if err then return nil, "FORMAT_ERROR", err end
+    if b.startDate < today then return nil, "EXECUTION_DATE_INVALID", "startDate lies in the past" end
+    local f = FREQUENCIES[b.frequency]
+    if type(b.frequency) ~= "string" or not f then
+      return nil, "FORMAT_ERROR", "frequency must be one of Daily, Weekly, EveryTwoWeeks, Monthly, "
+        .. "EveryTwoMonths, Quarterly, SemiAnnual, Annual, MonthlyVariable"
+    end
+    if b.endDate ~= nil then
+      err = check_date(b.endDate, "endDate", b.startDate)
+      if err then return nil, "FORMAT_ERROR", err end
+    end
+    if b.executionRule ~= nil and b.executionRule ~= "following" and b.executionRule ~= "preceding" then
+      return nil, "FORMAT_ERROR", "executionRule must be following or preceding"
+    end
+    if b.dayOfExecution ~= nil then
+      local d = type(b.dayOfExecution) == "string" and b.dayOfExecution:match("^%d%d?$") and tonumber(b.dayOfExecution)
+      if not d or d < 1 or d > 31 then return nil, "FORMAT_ERROR", "dayOfExecution must be \"1\"..\"31\"" end
+    end
+    if b.monthsOfExecution ~= nil then
+      if not f.variable then return nil, "FORMAT_ERROR", "monthsOfExecution only goes with MonthlyVariable" end
+      if type(b.monthsOfExecution) ~= "table" or #b.monthsOfExecution < 1 or #b.monthsOfExecution > 11 then
+        return nil, "FORMAT_ERROR", "monthsOfExecution must hold 1 to 11 months"
+      end
+      for _, m in ipairs(b.monthsOfExecution) do
+        local n = type(m) == "string" and m:match("^%d%d?$") and tonumber(m)
+        if not n or n < 1 or n > 12 then return nil, "FORMAT_ERROR", "monthsOfExecution entries must be \"1\"..\"12\"" end
+      end
+    elseif f.variable then
+      return nil, "FORMAT_ERROR", "MonthlyVariable needs monthsOfExecution"
+    end
+  end
+  local acct = ledger.find(ctx.variant, p.debtor_iban, p.currency)
+  if not acct then
+    return nil, "RESOURCE_UNKNOWN", "debtorAccount is not an account at this ASPSP"
+  end
+  local total = 0
+  for _, leg in ipairs(p.legs) do total = total + leg.amount end
+  p.amount = total
+  return p
+end
+
+---------------------------------------------------------------------------
+-- periodic schedule
+
+local function ymd(s)
+  local y, m, d = s:match("^(%d+)%-(%d+)%-(%d+)$")
+  return tonumber(y), tonumber(m), tonumber(d)
+end
+
+local function days_in_month(y, m)
+  local nd = m == 12 and util.parse_date(string.format("%04d-01-01", y + 1))
+    or util.parse_date(string.format("%04d-%02d-01", y, m + 1))
+  return tonumber(os.date("!%d", nd - 86400))
+end
+
+local function date_of(y, m, d)
+  local dim = days_in_month(y, m)
+  if d > dim then d = dim end
+  return string.format("%04d-%02d-%02d", y, m, d)
+end
+
+-- weekend days move to the next (following) or previous (preceding) business day
+local function business_day(date, rule)
+  local t = util.parse_date(date)
+  local wday = tonumber(os.date("!%w", t))  -- 0 = Sunday
+  if wday ~= 0 and wday ~= 6 then return date end
+  if rule == "preceding" then
+    t = t - (wday == 6 and 1 or 2) * 86400
+  else
+    t = t + (wday == 6 and 2 or 1) * 86400
+  end
+  return util.iso_date(t)
+end
+
+--- Execution dates of a standing order (at most `n`, from startDate on).
+function _M.schedule(b, n)
+  local out = {}
+  local f = FREQUENCIES[b.frequency]
+  if not f then return out end
+  local sy, sm, sd = ymd(b.startDate)
+  local day = tonumber(b.dayOfExecution) or sd
+  local function push(date)
+    if b.endDate and date > b.endDate then return false end
+    if date >= b.startDate then out[#out + 1] = business_day(date, b.executionRule) end
+    return #out < n
+  end
+  if f.days then
+    local t = util.parse_date(b.startDate)
+    for i = 0, 10 * n do
+      if not push(util.iso_date(t + i * f.days * 86400)) then break end
+    end
+  else
+    local months = {}
+    if f.variable then
+      for _, m in ipairs(b.monthsOfExecution or {}) do months[tonumber(m)] = true end
+    end
+    local step = f.months or 1
+    local y, m = sy, sm
+    for _ = 1, 24 * n do
+      if not f.variable or months[m] then
+        if not push(date_of(y, m, day)) then break end
+      end
+      m = m + step
+      while m > 12 do m, y = m - 12, y + 1 end
+    end
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- execution
+
+local function execute_now(p, id_suffix, legs)
+  local ok, reason = ledger.execute(p.variant, {
+    id = p.id .. (id_suffix or ""), debtor_iban = p.debtor_iban, currency = p.currency,
+    debtor_name = p.body.debtorName, legs = legs or p.legs,
+  })
+  return ok, reason
+end
+
+local function success_status(p)
+  return PRODUCTS[p.variant][p.product] and PRODUCTS[p.variant][p.product].instant and "ACCC" or "ACSC"
+end
+
+local function set_fields(id, fields)
+  return common.update("payment:" .. id, function(x)
+    if not x then return nil end
+    for k, v in pairs(fields) do x[k] = v end
+    return x
+  end)
+end
+
+-- runs what is due: scheduled single/bulk payments and standing-order dates
+local function run_due(p)
+  local today = common.today()
+  if p.status ~= "ACTC" then return p end
+  if p.service ~= "periodic-payments" then
+    if (p.execution_date or today) > today then return p end
+    -- claim the execution under the lock so it runs once
+    local claimed = false
+    common.update("payment:" .. p.id, function(x)
+      if not x or x.status ~= "ACTC" then return nil end
+      x.status = "ACSP"
+      claimed = true
+      return x
+    end)
+    if not claimed then return common.get("payment:" .. p.id) end
+    local ok, reason = execute_now(p)
+    return set_fields(p.id, { status = ok and success_status(p) or "RJCT", reason = reason, executed = common.now() })
+  end
+  local due = {}
+  local done = {}
+  for _, e in ipairs(p.executions or {}) do done[e.date] = true end
+  for _, date in ipairs(_M.schedule(p.body, 400)) do
+    if date > today then break end
+    if not done[date] then due[#due + 1] = date end
+  end
+  for _, date in ipairs(due) do
+    local claimed = false
+    common.update("payment:" .. p.id, function(x)
+      if not x then return nil end
+      x.executions = x.executions or {}
+      for _, e in ipairs(x.executions) do if e.date == date then return nil end end
+      x.executions[#x.executions + 1] = { date = date, status = "ACSP" }
+      claimed = true
+      return x
+    end)
+    if claimed then
+      local ok, reason = execute_now(p, "-" .. date)
+      common.update("payment:" .. p.id, function(x)
+        if not x then return nil end
+        for _, e in ipairs(x.executions or {}) do
+          if e.date == date then e.status = ok and "ACSC" or "RJCT" e.reason = reason end
+        end
+        return x
+      end)
+    end
+  end
+  return common.get("payment:" .. p.id)
+end
+
+---------------------------------------------------------------------------
+-- hooks called by sca
+
+function _M.awaiting(p, kind)
+  if kind == "cancellation" then return p.status == "ACTC" and p.cancel_requested == true end
+  return p.status == "RCVD" or p.status == "PATC"
+end
+
+function _M.owner_check(p, _, psu)
+  for _, a in ipairs(require("sandbox.bank.seed").accounts(p.variant)) do
+    if a.iban == p.debtor_iban and a.owner == psu then return true end
+  end
+  return false, "the debtor account " .. p.debtor_iban .. " is not yours"
+end
+
+function _M.on_authorised(auth, outcome)
+  local p = common.get("payment:" .. auth.rid)
+  if not p then return end
+  if auth.kind == "cancellation" then
+    if outcome == "complete" and p.status == "ACTC" then
+      set_fields(p.id, { status = "CANC", cancel_requested = false })
+    elseif outcome == "failed" then
+      set_fields(p.id, { cancel_requested = false })
+    end
+    return
+  end
+  if p.status ~= "RCVD" and p.status ~= "PATC" then return end
+  if outcome == "failed" then
+    p = set_fields(p.id, { status = "RJCT", reason = "sca_failed" })
+    sca.close_all(p, { "auths" })
+    return
+  end
+  local psu = (p.approvals or {})[1]
+  if outcome == "partial" then
+    set_fields(p.id, { status = "PATC", psu = psu })
+    return
+  end
+  p = set_fields(p.id, { status = "ACTC", psu = psu, authorised = common.now() })
+  run_due(p)
+end
+
+---------------------------------------------------------------------------
+-- loading
+
+--- A payment of this TPP in this variant, with its lazy clock applied.
+local function load(ctx, service, product, id)
+  local p = type(id) == "string" and common.get("payment:" .. id)
+  if not p or p.variant ~= ctx.variant or not ctx.tpp or p.org_id ~= ctx.tpp.org_id
+      or p.service ~= service or p.product ~= product then
+    return nil
+  end
+  if sca.tick_resource(p) then p = common.get("payment:" .. id) end
+  return run_due(p)
+end
+
+--- A payment by id without the TPP check (OAuth pages check the client id).
+function _M.raw(id)
+  local p = type(id) == "string" and common.get("payment:" .. id)
+  if not p then return nil end
+  if sca.tick_resource(p) then p = common.get("payment:" .. id) end
+  return run_due(p)
+end
+
+--- One line for the PSU's pages: "12.50 EUR to Bob (LT..)".
+function _M.describe(p)
+  local parts = {}
+  for _, leg in ipairs(p.legs) do
+    parts[#parts + 1] = common.format_amount(leg.amount) .. " " .. p.currency .. " to "
+      .. (leg.creditor_name or "?") .. " (" .. leg.creditor_iban .. ")"
+  end
+  local kind = p.service == "periodic-payments" and ("Standing order (" .. tostring(p.body.frequency)
+    .. " from " .. tostring(p.body.startDate) .. "): ")
+    or p.service == "bulk-payments" and ("Bulk payment of " .. #p.legs .. " transfers: ") or "Payment: "
+  return kind .. table.concat(parts, "; ") .. ", from " .. p.debtor_iban
+end
+
+---------------------------------------------------------------------------
+-- handlers
+
+local function product_check(ctx, product)
+  if not PRODUCTS[ctx.variant][product] then
+    return common.err(ctx, 404, "PRODUCT_UNKNOWN", "payment product " .. product .. " is not offered")
+  end
+end
+
+local function create(service)
+  return function(ctx)
+    local product = ctx.params[1]
+    local perr = { product_check(ctx, product) }
+    if perr[1] then return common.unpack(perr) end
+    local b, berr = common.body(ctx)
+    if not b then return common.unpack(berr) end
+    local parts, code, msg = check_body(ctx, service, product, b)
+    if not parts then return common.err(ctx, 400, code, msg) end
+    local approach, aerr = sca.choose(ctx)
+    if not approach then return common.unpack(aerr) end
+    local uri, nok, herr = sca.redirect_headers(ctx)
+    if herr then return common.unpack(herr) end
+    local required = tonumber(ctx.cfg and ctx.cfg.sca and ctx.cfg.sca.multilevel) or 1
+    if required < 1 then required = 1 end
+    if approach == "redirect" and required == 1 and not uri then
+      return common.err(ctx, 400, "FORMAT_ERROR", "TPP-Redirect-URI required for the redirect approach")
+    end
+    local p = {
+      id = util.uuid(), seq = common.incr("bank:payment_seq"), variant = ctx.variant,
+      service = service, product = product, org_id = ctx.tpp.org_id, request_id = ctx.request_id,
+      body = b, status = "RCVD", created = common.now(), approach = approach, required = required,
+      redirect_uri = uri, nok_uri = nok, auths = {}, approvals = {}, cancel_auths = {}, cancel_approvals = {},
+      debtor_iban = parts.debtor_iban, currency = parts.currency, amount = parts.amount,
+      amount_text = common.format_amount(parts.amount), creditor_iban = parts.legs[1].creditor_iban,
+      legs = parts.legs, execution_date = parts.execution_date,
+    }
+    common.set("payment:" .. p.id, p)
+    local path = base_path(p)
+    local links, extra = sca.on_create(ctx, p, "payment", path)
+    links.self = common.link(ctx, path)
+    links.status = common.link(ctx, path .. "/status")
+    local body = { transactionStatus = "RCVD", paymentId = p.id, _links = links }
+    for k, v in pairs(extra) do body[k] = v end
+    return 201, body, {
+      ["Location"] = common.abs(ctx, path),
+      ["ASPSP-SCA-Approach"] = sca.APPROACH_HEADER[approach],
+    }
+  end
+end
+
+local function with_payment(service, fn)
+  return function(ctx)
+    local product = ctx.params[1]
+    local perr = { product_check(ctx, product) }
+    if perr[1] then return common.unpack(perr) end
+    local p = load(ctx, service, product, ctx.params[2])
+    if not p then return common.err(ctx, 403, "RESOURCE_UNKNOWN", "payment not found for this TPP") end
+    return fn(ctx, p)
+  end
+end
+
+local function copy_body(b)
+  local out = util.copy(b)
+  if type(out.payments) == "table" then out.payments = util.array(out.payments) end
+  if type(out.monthsOfExecution) == "table" then out.monthsOfExecution = util.array(out.monthsOfExecution) end
+  if type(out.remittanceInformationUnstructuredArray) == "table" then
+    out.remittanceInformationUnstructuredArray = util.array(out.remittanceInformationUnstructuredArray)
+  end
+  return out
+end
+
+local function get(ctx, p)
+  local body = copy_body(p.body)
+  body.transactionStatus = p.status
+  body.paymentId = p.id
+  if p.service == "periodic-payments" then
+    local today = common.today()
+    local upcoming = util.array()
+    if not FINAL[p.status] then
+      for _, d in ipairs(_M.schedule(p.body, 400)) do
+        if d >= today then upcoming[#upcoming + 1] = d end
+        if #upcoming >= SCHEDULE_LENGTH then break end
+      end
+    end
+    body.schedule = upcoming
+    local ex = util.array()
+    for i, e in ipairs(p.executions or {}) do ex[i] = { executionDate = e.date, transactionStatus = e.status } end
+    body.executions = ex
+  end
+  body._links = { self = common.link(ctx, base_path(p)), status = common.link(ctx, base_path(p) .. "/status") }
+  return 200, body
+end
+
+local function status(ctx, p)
+  local body = { transactionStatus = p.status }
+  if not FINAL[p.status] then
+    body.fundsAvailable = ledger.funds_available(p.variant, p.debtor_iban, p.currency, p.amount) == true
+  end
+  if p.status == "RJCT" and p.reason == "insufficient_funds" then
+    body.psuMessage = "Insufficient funds on the debtor account."
+  end
+  return 200, body
+end
+
+-- DELETE: see sandbox/BANK.md for the rule
+local function cancel(ctx, p)
+  if p.status == "CANC" then
+    return common.err(ctx, 409, "STATUS_INVALID", "payment is already cancelled")
+  end
+  if p.status == "ACSC" or p.status == "ACCC" or p.status == "RJCT" or p.status == "ACSP" then
+    return common.err(ctx, 405, "CANCELLATION_INVALID", "payment is " .. p.status .. " and cannot be cancelled")
+  end
+  if p.status == "RCVD" or p.status == "PATC" then
+    local done = common.update("payment:" .. p.id, function(x)
+      if not x or (x.status ~= "RCVD" and x.status ~= "PATC") then return nil end
+      x.status = "CANC"
+      return x
+    end)
+    if not done then return common.err(ctx, 409, "STATUS_INVALID", "payment changed meanwhile") end
+    sca.close_all(done)
+    return 204
+  end
+  -- ACTC: authorised and waiting for its execution date(s); cancelling needs the PSU
+  local uri, nok, herr = sca.redirect_headers(ctx)
+  if herr then return common.unpack(herr) end
+  p = set_fields(p.id, { cancel_requested = true, redirect_uri = uri or p.redirect_uri, nok_uri = nok or p.nok_uri })
+  local links = sca.start_links(ctx, base_path(p), p.approach, "cancellation")
+  links.self = common.link(ctx, base_path(p))
+  links.status = common.link(ctx, base_path(p) .. "/status")
+  return 202, { transactionStatus = p.status, _links = links },
+    { ["ASPSP-SCA-Approach"] = sca.APPROACH_HEADER[p.approach] }
+end
+
+local function auth_handler(kind, op)
+  return function(ctx, p)
+    local path = base_path(p)
+    if op == "start" then return sca.start(ctx, p, kind, path) end
+    if op == "list" then return sca.list(ctx, p, kind) end
+    if op == "get" then return sca.get(ctx, p, kind, ctx.params[3], path) end
+    return sca.update(ctx, p, kind, ctx.params[3], path)
+  end
+end
+
+local ID = "([^/]+)"
+
+_M.routes = {}
+for _, service in ipairs(SERVICES) do
+  local root = "^/v1/" .. service:gsub("%-", "%%-") .. "/" .. ID
+  local function add(method, suffix, handler, extra)
+    local r = { method = method, pattern = root .. suffix .. "$", handler = handler, auth = "mtls", service = "PIS" }
+    for k, v in pairs(extra or {}) do r[k] = v end
+    _M.routes[#_M.routes + 1] = r
+  end
+  add("POST", "", create(service), { psu_ip = true })
+  add("GET", "/" .. ID, with_payment(service, get))
+  add("DELETE", "/" .. ID, with_payment(service, cancel))
+  add("GET", "/" .. ID .. "/status", with_payment(service, status))
+  add("POST", "/" .. ID .. "/authorisations", with_payment(service, auth_handler("payment", "start")))
+  add("GET", "/" .. ID .. "/authorisations", with_payment(service, auth_handler("payment", "list")))
+  add("GET", "/" .. ID .. "/authorisations/" .. ID, with_payment(service, auth_handler("payment", "get")))
+  add("PUT", "/" .. ID .. "/authorisations/" .. ID, with_payment(service, auth_handler("payment", "put")))
+  add("POST", "/" .. ID .. "/cancellation-authorisations",
+    with_payment(service, auth_handler("cancellation", "start")))
+  add("GET", "/" .. ID .. "/cancellation-authorisations",
+    with_payment(service, auth_handler("cancellation", "list")))
+  add("GET", "/" .. ID .. "/cancellation-authorisations/" .. ID,
+    with_payment(service, auth_handler("cancellation", "get")))
+  add("PUT", "/" .. ID .. "/cancellation-authorisations/" .. ID,
+    with_payment(service, auth_handler("cancellation", "put")))
+end
+
+return _M

@@ -1,0 +1,385 @@
+-- core.http_session: the libcurl session of the C core, against loopback
+-- nginx servers (spec/support/tlsserver.lua) that require client certificates.
+local helper = require "helper"
+local tlsserver = require "support.tlsserver"
+local core = require "xs2a.core"
+local cjson = require "cjson"
+
+local CA = helper.pki("ca.pem")
+
+describe("core.http_session", function()
+  local srv, srv11, slow_tls, refused_url, qwac
+
+  setup(function()
+    refused_url = tlsserver.refused_url()
+    srv = tlsserver.start{}
+    srv11 = tlsserver.start{ http2 = false }
+    -- a server whose TLS handshake stalls for 3 s
+    slow_tls = tlsserver.start{ verify_client = false,
+      extra = "        ssl_certificate_by_lua_block { ngx.sleep(3) }\n" }
+    qwac = assert(core.identity{ cert = helper.pki("qwac.pem"), key = helper.pki("qwac.key") })
+  end)
+
+  teardown(function()
+    for _, s in ipairs({ srv, srv11, slow_tls }) do s:stop() end
+    if qwac then qwac:close() end
+  end)
+
+  local function session(opts)
+    local o = { identity = qwac, ca_file = CA }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return assert(core.http_session(o))
+  end
+
+  describe("responses", function()
+    it("carry status, headers, header_list, body, reused, http_version and timings", function()
+      local s = session()
+      local res = assert(s:request{ url = srv.url .. "/headers" })
+      assert.equals(200, res.status)
+      assert.equals("headers", res.body)
+      assert.equals("2", res.http_version)
+      assert.is_false(res.reused)
+      -- header_list keeps order and repeats
+      local cookies, multi = {}, {}
+      for _, pair in ipairs(res.header_list) do
+        assert.equals(2, #pair)
+        local name = pair[1]:lower()
+        if name == "set-cookie" then cookies[#cookies + 1] = pair[2] end
+        if name == "x-multi" then multi[#multi + 1] = pair[2] end
+      end
+      assert.same({ "a=1; Path=/", "b=2; Path=/" }, cookies)
+      assert.same({ "one", "two", "three" }, multi)
+      assert.equals("one, two, three", res.headers["x-multi"])
+      -- timings in seconds, in order
+      local t = res.time
+      assert.is_true(t.total > 0)
+      assert.is_true(t.connect > 0)
+      assert.is_true(t.tls >= t.connect)
+      assert.is_true(t.ttfb >= t.tls)
+      assert.is_true(t.total >= t.ttfb)
+      s:close()
+    end)
+
+    it("keeps the case of header names in header_list over HTTP/1.1", function()
+      local s = session{ http2 = false }
+      local res = assert(s:request{ url = srv11.url .. "/headers" })
+      assert.equals("1.1", res.http_version)
+      local names = {}
+      for _, pair in ipairs(res.header_list) do names[pair[1]] = true end
+      assert.is_true(names["Set-Cookie"])
+      assert.is_true(names["X-Single"])
+      assert.equals("only", res.headers["x-single"])
+      s:close()
+    end)
+
+    it("HEAD returns headers and no body", function()
+      local s = session()
+      local res = assert(s:request{ method = "HEAD", url = srv.url .. "/big/1000" })
+      assert.equals(200, res.status)
+      assert.equals("1000", res.headers["content-length"])
+      assert.equals("", res.body)
+      s:close()
+    end)
+
+    it("does not add a form content type or Expect to a POST", function()
+      local s = session{ http2 = false }
+      local body = string.rep("x", 2 * 1024 * 1024)
+      local res = assert(s:request{ method = "POST", url = srv11.url .. "/echo", body = body })
+      local e = cjson.decode(res.body)
+      assert.is_nil(e.headers["content-type"])
+      assert.is_nil(e.headers["expect"])
+      assert.equals(#body, e.body_len)
+      s:close()
+    end)
+
+    it("50 sequential requests open one connection (CURLINFO_NUM_CONNECTS)", function()
+      local s = session{ http2 = false }
+      local mark = "seq-" .. os.time() .. "-" .. math.random(1e6)
+      local reused = 0
+      for _ = 1, 50 do
+        local res = assert(s:request{ url = srv11.url .. "/echo?m=" .. mark })
+        if res.reused then reused = reused + 1 end
+      end
+      assert.equals(49, reused)
+      assert.equals(1, srv11:connections(mark))
+      s:close()
+    end)
+  end)
+
+  describe("submit and poll", function()
+    local function run_parallel(s, url, mark, n)
+      local ids = {}
+      for i = 1, n do
+        local id = assert(s:submit{ url = url .. "/delay/300?m=" .. mark .. "&i=" .. i })
+        assert.is_nil(ids[id])
+        ids[id] = i
+      end
+      assert.equals(n, s:pending())
+      local got, polls = {}, 0
+      while s:pending() > 0 do
+        polls = polls + 1
+        assert(polls < 200, "transfers do not finish")
+        for _, e in ipairs(s:poll(200)) do
+          assert.is_nil(got[e.id], "an id came back twice")
+          got[e.id] = e
+        end
+      end
+      local count = 0
+      for id, i in pairs(ids) do
+        local e = got[id]
+        assert.is_table(e, "transfer " .. i .. " never finished")
+        assert.is_nil(e.err)
+        assert.equals(200, e.res.status)
+        assert.equals("delayed 300", e.res.body)
+        count = count + 1
+      end
+      assert.equals(n, count)
+    end
+
+    it("runs 20 transfers at once over HTTP/2", function()
+      local s = session()
+      local mark = "par2-" .. os.time() .. "-" .. math.random(1e6)
+      run_parallel(s, srv.url, mark, 20)
+      -- the server had (nearly) all of them in progress at the same time
+      assert.is_true(srv:max_overlap(mark) >= 15, "overlap " .. srv:max_overlap(mark))
+      s:close()
+    end)
+
+    it("runs 20 transfers at once over HTTP/1.1", function()
+      local s = session{ http2 = false }
+      local mark = "par1-" .. os.time() .. "-" .. math.random(1e6)
+      run_parallel(s, srv11.url, mark, 20)
+      assert.is_true(srv11:max_overlap(mark) >= 15, "overlap " .. srv11:max_overlap(mark))
+      assert.is_true(srv11:connections(mark) > 1)
+      s:close()
+    end)
+
+    it("poll waits at most wait_ms and returns an empty list when nothing finished", function()
+      local s = session()
+      assert.same({}, s:poll(0))
+      assert.same({}, s:poll(50))                   -- nothing in flight: returns at once
+      local id = assert(s:submit{ url = srv.url .. "/delay/1000" })
+      local t0 = core.monotonic()
+      assert.same({}, s:poll(100))
+      assert.is_true(core.monotonic() - t0 < 0.9)
+      assert.equals(1, s:pending())
+      local done
+      repeat done = s:poll(500) until #done > 0
+      assert.equals(id, done[1].id)
+      assert.equals(0, s:pending())
+      s:close()
+    end)
+
+    it("reports failures per transfer, as values", function()
+      local s = session{ max_body = 100 }
+      local ok_id = assert(s:submit{ url = srv.url .. "/echo" .. "?x", max_body = 100000 })
+      local big_id = assert(s:submit{ url = srv.url .. "/big/5000" })
+      local bad_id = assert(s:submit{ url = refused_url .. "/" })
+      local got, n = {}, 0
+      while n < 3 do
+        for _, e in ipairs(s:poll(500)) do got[e.id] = e; n = n + 1 end
+      end
+      assert.equals(200, got[ok_id].res.status)
+      assert.equals("too_large", got[big_id].code)
+      assert.is_nil(got[big_id].res)
+      assert.equals("connect", got[bad_id].code)
+      assert.matches("^request: ", got[bad_id].err)
+      s:close()
+    end)
+
+    it("a blocking request leaves finished submitted transfers for poll", function()
+      local s = session()
+      local id = assert(s:submit{ url = srv.url .. "/delay/100" })
+      local res = assert(s:request{ url = srv.url .. "/delay/400" })
+      assert.equals(200, res.status)
+      local done = s:poll(0)
+      assert.equals(1, #done)
+      assert.equals(id, done[1].id)
+      assert.equals("delayed 100", done[1].res.body)
+      s:close()
+    end)
+
+    it("submit rejects a bad request at once", function()
+      local s = session()
+      local id, msg, code = s:submit{ url = "http://127.0.0.1/" }
+      assert.is_nil(id)
+      assert.equals("bad_request", code)
+      assert.matches("https", msg)
+      assert.equals(0, s:pending())
+      s:close()
+    end)
+  end)
+
+  describe("errors", function()
+    it("come back as nil, message, code", function()
+      local s = session{ connect_timeout = 2000 }
+      local cases = {
+        { { url = refused_url .. "/" }, "connect" },
+        { { url = "https://nonexistent.invalid/" }, "resolve" },
+        { { url = srv.url .. "/delay/2000", timeout = 200 }, "timeout" },
+        { { url = srv.url .. "/big/100", max_body = 10 }, "too_large" },
+        { { url = "http://127.0.0.1:1/" }, "bad_request" },
+        { { url = "https://127.0.0.1/a b" }, "bad_request" },
+        { { method = "GE T", url = srv.url }, "bad_request" },
+        { { url = srv.url, headers = { ["X Y"] = "1" } }, "bad_request" },
+        { { url = srv.url, headers = { ["X-Y"] = "a\nb" } }, "bad_request" },
+        { { url = srv.url, headers = { ["X-Y"] = "a\0b" } }, "bad_request" },
+      }
+      for _, c in ipairs(cases) do
+        local res, msg, code = s:request(c[1])
+        assert.is_nil(res)
+        assert.equals(c[2], code, tostring(msg))
+        assert.matches("^request: ", msg)
+      end
+      s:close()
+    end)
+
+    it("a handshake that does not finish in time is a connect failure (never sent)", function()
+      local s = session{ ca_file = CA, identity = false }
+      local t0 = core.monotonic()
+      local res, msg, code = s:request{ url = slow_tls.url .. "/echo", timeout = 300 }
+      assert.is_nil(res)
+      assert.equals("connect", code, msg)
+      assert.is_true(core.monotonic() - t0 < 2.5)
+      s:close()
+    end)
+
+    it("a bad client certificate file is client_cert", function()
+      local s = assert(core.http_session{ cert_file = helper.pki("ca.key"), ca_file = CA })
+      local res, msg, code = s:request{ url = srv.url .. "/echo" }
+      assert.is_nil(res)
+      assert.equals("client_cert", code, msg)
+      s:close()
+      s = assert(core.http_session{ cert_file = helper.pki("qwac.pem"), key_file = helper.pki("other.key"),
+        ca_file = CA })
+      res, msg, code = s:request{ url = srv.url .. "/echo" }
+      assert.is_nil(res)
+      assert.equals("client_cert", code, msg)
+      s:close()
+    end)
+
+    it("verification is always on: the system store does not trust the test CA", function()
+      local s = assert(core.http_session{ identity = qwac })
+      local res, msg, code = s:request{ url = srv.url .. "/echo" }
+      assert.is_nil(res)
+      assert.equals("tls", code, msg)
+      s:close()
+    end)
+
+    it("raise for programmer errors", function()
+      local s = session()
+      assert.has_error(function() s:request("https://x/") end)
+      assert.has_error(function() s:request{ url = 5 } end, "request: url must be a string")
+      assert.has_error(function() s:request{ url = srv.url, headers = "x" } end, "request: headers must be a table")
+      assert.has_error(function() s:request{ url = srv.url, headers = { [1] = "x" } } end,
+        "request: header names must be strings")
+      assert.has_error(function() s:request{ url = srv.url, body = {} } end, "request: body must be a string or nil")
+      assert.has_error(function() s:request{ url = srv.url, timeout = 0 } end)
+      assert.has_error(function() s:poll(-1) end)
+      assert.has_error(function() core.http_session{ timeout = "5" } end)
+      assert.has_error(function() core.http_session{ connect_timeout = 0 } end)
+      assert.has_error(function() core.http_session{ max_body = -1 } end)
+      assert.has_error(function() core.http_session{ identity = "qwac" } end)
+      assert.has_error(function() core.http_session{ key_file = "x" } end)
+      -- the session is still usable after those
+      assert.equals(200, assert(s:request{ url = srv.url .. "/echo" }).status)
+      s:close()
+    end)
+
+    it("never contain key material", function()
+      local key_pem = helper.read(helper.pki("qwac.key"))
+      local key_lines = {}
+      for line in key_pem:gmatch("[^\n]+") do
+        if not line:find("-----", 1, true) then key_lines[#key_lines + 1] = line end
+      end
+      local function clean(msg)
+        assert.is_string(msg)
+        assert.is_nil(msg:find("PRIVATE KEY", 1, true))
+        for _, l in ipairs(key_lines) do assert.is_nil(msg:find(l, 1, true)) end
+      end
+      local s = session{ max_body = 10 }
+      local foreign = session{ ca_file = helper.pki("foreign-ca.pem") }
+      local msgs = {}
+      local function add(_, msg) msgs[#msgs + 1] = msg end
+      add(s:request{ url = srv.url .. "/big/100" })
+      add(s:request{ url = refused_url .. "/" })
+      add(s:request{ url = srv.url .. "/delay/1000", timeout = 100 })
+      add(foreign:request{ url = srv.url .. "/echo" })
+      add(s:request{ url = srv.url, headers = { X = "\n" } })
+      add(core.http_session{ ca_file = "/nonexistent" })
+      for _, m in ipairs(msgs) do clean(m) end
+      assert.equals(6, #msgs)
+      clean(tostring(s))
+      s:close()
+      foreign:close()
+    end)
+  end)
+
+  describe("lifecycle", function()
+    it("close twice is fine; use after close raises", function()
+      local s = session()
+      assert.matches("^xs2a.Session %(0 pending%)$", tostring(s))
+      s:close()
+      s:close()
+      assert.equals("xs2a.Session (closed)", tostring(s))
+      assert.has_error(function() s:request{ url = srv.url } end, "session is closed")
+      assert.has_error(function() s:submit{ url = srv.url } end, "session is closed")
+      assert.has_error(function() s:poll(0) end, "session is closed")
+      assert.has_error(function() s:pending() end, "session is closed")
+    end)
+
+    it("close with transfers in flight cancels them", function()
+      local s = session()
+      for _ = 1, 5 do assert(s:submit{ url = srv.url .. "/delay/2000" }) end
+      s:poll(50)
+      assert.equals(5, s:pending())
+      s:close()
+      assert.equals("xs2a.Session (closed)", tostring(s))
+    end)
+
+    it("garbage collection frees sessions, also busy ones", function()
+      for i = 1, 30 do
+        local s = session()
+        if i % 3 == 0 then s:submit{ url = srv.url .. "/delay/2000" } end
+        if i % 3 == 1 then assert(s:request{ url = srv.url .. "/echo" }) end
+      end
+      collectgarbage()
+      collectgarbage()
+      -- still fine afterwards
+      local s = session()
+      assert.equals(200, assert(s:request{ url = srv.url .. "/echo" }).status)
+      s:close()
+    end)
+
+    it("supports to-be-closed variables (Lua 5.4)", function()
+      if _VERSION ~= "Lua 5.4" then return end
+      local chunk = assert(load([[
+        local core, opts, url = ...
+        local kept
+        do
+          local s <close> = assert(core.http_session(opts))
+          kept = s
+          assert(s:request{ url = url })
+        end
+        return tostring(kept)
+      ]]))
+      assert.equals("xs2a.Session (closed)", chunk(core, { identity = qwac, ca_file = CA }, srv.url .. "/echo"))
+    end)
+
+    it("keeps working after its identity is closed", function()
+      local id = assert(core.identity{ cert = helper.pki("qwac.pem"), key = helper.pki("qwac.key") })
+      local s = assert(core.http_session{ identity = id, ca_file = CA })
+      id:close()
+      collectgarbage()
+      local res = assert(s:request{ url = srv.url .. "/echo" })
+      assert.equals("SUCCESS", cjson.decode(res.body).client_verify)
+      s:close()
+    end)
+
+    it("refuses a closed identity", function()
+      local id = assert(core.identity{ cert = helper.pki("qwac.pem"), key = helper.pki("qwac.key") })
+      id:close()
+      assert.has_error(function() core.http_session{ identity = id } end)
+    end)
+  end)
+end)
