@@ -411,6 +411,15 @@ static int count_state(xs2a_session *s, int state) {
 /* ------------------------------------------------------------------ */
 /* Results                                                             */
 
+/* With TLS 1.3 the client finishes its handshake first; a server that
+ * rejects the client certificate says so with an alert on the first read
+ * or write. The request was not processed: report it as a TLS failure. */
+static int cert_alert(const char *msg) {
+  if (strstr(msg, "SSL routines") == NULL || strstr(msg, " alert ") == NULL) return 0;
+  return strstr(msg, "certificate") != NULL || strstr(msg, "unknown ca") != NULL ||
+         strstr(msg, "access denied") != NULL || strstr(msg, "handshake failure") != NULL;
+}
+
 static const char *error_code(xfer *x) {
   curl_off_t pre = 0;
   if (x->too_large) return "too_large";
@@ -432,8 +441,9 @@ static const char *error_code(xfer *x) {
       return "tls";
     case CURLE_SSL_CERTPROBLEM: return "client_cert";
     case CURLE_FILESIZE_EXCEEDED: return "too_large";
-    case CURLE_SEND_ERROR: return "send";
-    case CURLE_RECV_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE: return "recv";
+    case CURLE_SEND_ERROR: return cert_alert(x->errbuf) ? "tls" : "send";
+    case CURLE_RECV_ERROR: return cert_alert(x->errbuf) ? "tls" : "recv";
+    case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE: return "recv";
     case CURLE_HTTP2: case CURLE_HTTP2_STREAM: case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_BAD_CONTENT_ENCODING: case CURLE_HTTP3: case CURLE_QUIC_CONNECT_ERROR:
     case CURLE_TOO_MANY_REDIRECTS:

@@ -1,0 +1,61 @@
+rockspec_format = "3.0"
+package = "lua-xs2a"
+version = "scm-1"
+source = {
+  url = "git+https://github.com/lua-xs2a/lua-xs2a.git",
+}
+description = {
+  summary = "PSD2 / NextGenPSD2 (XS2A) client for Paysera Open Banking: mTLS, QSealC signing, OAuth SCA",
+  detailed = [[
+lua-xs2a lets a licensed third-party provider use Paysera's Open Banking API
+(Berlin Group NextGenPSD2 1.3 and Georgia 0.8): consents, accounts, balances,
+transactions and payments, over mutual TLS with eIDAS certificates, with
+Berlin Group, Georgian JWS or MAC request signing, and OAuth 2.0 strong
+customer authentication. A C core (libcurl, OpenSSL) and a Lua layer; runs in
+Lua 5.4 scripts and inside OpenResty/nginx. Ships a local sandbox bank.
+]],
+  license = "MIT",
+  labels = { "psd2", "xs2a", "open-banking", "openresty" },
+}
+dependencies = {
+  "lua >= 5.1",
+  "lua-cjson",
+}
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+  OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+}
+test_dependencies = { "busted" }
+test = { type = "busted" }
+build = {
+  type = "builtin",
+  modules = {
+    ["xs2a.core"] = {
+      sources = { "csrc/core.c", "csrc/crypto.c", "csrc/err.c", "csrc/http.c", "csrc/identity.c", "csrc/time.c", },
+      libraries = { "curl", "crypto" },
+      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+    },
+    ["xs2a.client"] = "lua/xs2a/client.lua",
+    ["xs2a.crypto"] = "lua/xs2a/crypto.lua",
+    ["xs2a.errors"] = "lua/xs2a/errors.lua",
+    ["xs2a.flow"] = "lua/xs2a/flow.lua",
+    ["xs2a.identity"] = "lua/xs2a/identity.lua",
+    ["xs2a"] = "lua/xs2a/init.lua",
+    ["xs2a.json"] = "lua/xs2a/json.lua",
+    ["xs2a.limiter"] = "lua/xs2a/limiter.lua",
+    ["xs2a.oauth"] = "lua/xs2a/oauth.lua",
+    ["xs2a.parallel"] = "lua/xs2a/parallel.lua",
+    ["xs2a.profile"] = "lua/xs2a/profile.lua",
+    ["xs2a.resources"] = "lua/xs2a/resources.lua",
+    ["xs2a.sign"] = "lua/xs2a/sign.lua",
+    ["xs2a.store"] = "lua/xs2a/store/init.lua",
+    ["xs2a.store.memory"] = "lua/xs2a/store/memory.lua",
+    ["xs2a.store.shdict"] = "lua/xs2a/store/shdict.lua",
+    ["xs2a.transport.curl"] = "lua/xs2a/transport/curl.lua",
+    ["xs2a.transport"] = "lua/xs2a/transport/init.lua",
+    ["xs2a.transport.ngx"] = "lua/xs2a/transport/ngx.lua",
+    ["xs2a.util"] = "lua/xs2a/util.lua",
+  },
+  copy_directories = { "examples", "docs" },
+}

@@ -1,0 +1,77 @@
+-- The rockspec lists its C sources and Lua modules by hand (LuaRocks users
+-- never run make); these specs catch a file added to the tree but not to the
+-- rockspec, and prove that `luarocks make` installs a module that loads.
+local helper = require "helper"
+
+local function load_rockspec()
+  local env = {}
+  local chunk = assert(loadfile("lua-xs2a-scm-1.rockspec", "t", env))
+  if setfenv then setfenv(chunk, env) end
+  chunk()
+  return env
+end
+
+local function lines(cmd)
+  local out = {}
+  local p = assert(io.popen(cmd))
+  for l in p:lines() do out[#out + 1] = l end
+  p:close()
+  return out
+end
+
+describe("lua-xs2a-scm-1.rockspec", function()
+  local spec = load_rockspec()
+
+  it("builds with the builtin backend and needs curl and OpenSSL", function()
+    assert.are.equal("builtin", spec.build.type)
+    assert.is_table(spec.external_dependencies.CURL)
+    assert.is_table(spec.external_dependencies.OPENSSL)
+  end)
+
+  it("compiles every file in csrc/ into xs2a.core", function()
+    local listed = {}
+    for _, s in ipairs(spec.build.modules["xs2a.core"].sources) do listed[s] = true end
+    local files = lines("ls csrc/*.c")
+    assert.is_true(#files > 0)
+    for _, f in ipairs(files) do
+      assert.is_true(listed[f] ~= nil, f .. " is missing from the rockspec")
+    end
+    for s in pairs(listed) do
+      assert.is_true(io.open(s) ~= nil, s .. " is listed but does not exist")
+    end
+  end)
+
+  it("installs every Lua file in lua/xs2a/ as a module", function()
+    local by_file = {}
+    for name, file in pairs(spec.build.modules) do
+      if type(file) == "string" then by_file[file] = name end
+    end
+    for _, f in ipairs(lines("find lua/xs2a -name '*.lua' | sort")) do
+      local want = f:gsub("^lua/", ""):gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
+      assert.are.equal(want, by_file[f], f .. " is missing from the rockspec")
+    end
+    for file in pairs(by_file) do
+      assert.is_true(io.open(file) ~= nil, file .. " is listed but does not exist")
+    end
+  end)
+
+  it("`luarocks make` installs offline into a tree where require 'xs2a' loads #slow", function()
+    local tree = os.tmpname()
+    os.remove(tree)
+    finally(function() os.execute("rm -rf '" .. tree .. "'") end)
+    local arch = lines("gcc -dumpmachine")[1]
+    local cmd = ("luarocks --lua-version=5.4 --tree='%s' make --deps-mode=none lua-xs2a-scm-1.rockspec "
+      .. "CURL_INCDIR=/usr/include/%s OPENSSL_INCDIR=/usr/include > '%s.log' 2>&1"):format(tree, arch, tree)
+    local ok = os.execute(cmd)
+    assert.is_truthy(ok == true or ok == 0, "luarocks make failed: " .. (io.open(tree .. ".log") and
+      io.open(tree .. ".log"):read("*a") or ""))
+    os.remove(tree .. ".log")
+    local probe = ("lua5.4 -e \"package.path='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua;'"
+      .. "..package.path; package.cpath='%s/lib/lua/5.4/?.so;'..package.cpath; "
+      .. "local x = require 'xs2a'; local id = assert(x.identity{cert='%s', key='%s'}); "
+      .. "print(package.searchpath('xs2a.core', package.cpath), id:info().organization_identifier)\"")
+      :format(tree, tree, tree, helper.pki("qwac.pem"), helper.pki("qwac.key"))
+    local out = lines(probe .. " 2>&1")
+    assert.matches("^" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5%.4/xs2a/core%.so PSDLT%-BOL%-TPP001$", out[1] or "")
+  end)
+end)

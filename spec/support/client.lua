@@ -1,0 +1,70 @@
+--- Spec support: clients wired to a sandbox bank.
+--
+--   local support = require "support.client"
+--   local client = support.new_client("berlin")                -- shared sandbox
+--   local client = support.new_client("georgia", { limits = false }, sb)
+--   local client, events = support.new_client("berlin", { capture_log = true })
+--
+-- `variant` is "berlin" or "georgia" (profiles paysera-berlin / paysera-georgia).
+-- `overrides` is merged over the client options (qwac/qseal may be given as
+-- PKI base names, e.g. qwac = "qwac-ai"; qseal = false leaves it out).
+-- With `capture_log = true` the second result is a list of every logged
+-- event `{ level, event, fields }`.
+local helper = require "helper"
+local sandbox = require "support.sandbox"
+
+local M = {}
+
+local identities = {}
+
+--- A cached identity for a PKI base name ("qwac", "qseal", "qwac-ai"...).
+function M.identity(name)
+  if not identities[name] then
+    local identity = require "xs2a.identity"
+    identities[name] = assert(identity.new{ cert = helper.pki(name .. ".pem"), key = helper.pki(name .. ".key") })
+  end
+  return identities[name]
+end
+
+M.PROFILES = { berlin = "paysera-berlin", georgia = "paysera-georgia" }
+
+--- Builds a client for `sb` (default: the shared sandbox).
+function M.new_client(variant, overrides, sb)
+  sb = sb or sandbox.shared()
+  overrides = overrides or {}
+  local opts = {
+    profile = M.PROFILES[variant or "berlin"] or variant,
+    base_url = sb.base_url,
+    ca_file = sb.pki .. "/ca.pem",
+    response_cert = sb.pki .. "/aspsp-seal.pem",
+    qwac = M.identity("qwac"),
+    qseal = M.identity("qseal"),
+    redirect_uri = "https://tpp.example/callback",
+    store = require("xs2a.store").memory(),
+  }
+  local events
+  for k, v in pairs(overrides) do
+    if k ~= "capture_log" then opts[k] = v end
+  end
+  if type(opts.qwac) == "string" then opts.qwac = M.identity(opts.qwac) end
+  if type(opts.qseal) == "string" then opts.qseal = M.identity(opts.qseal) end
+  if opts.qseal == false then opts.qseal = nil end
+  if overrides.capture_log then
+    events = {}
+    local user_log = overrides.log
+    opts.log = function(level, event, fields)
+      events[#events + 1] = { level = level, event = event, fields = fields }
+      if user_log then user_log(level, event, fields) end
+    end
+  end
+  local client, err = require("xs2a").client(opts)
+  assert(client, tostring(err))
+  return client, events
+end
+
+--- The sandbox's base URL and PKI for a spec that builds its own options.
+function M.sandbox(sb)
+  return sb or sandbox.shared()
+end
+
+return M
