@@ -1,4 +1,37 @@
 /* http.c: HTTPS sessions over libcurl (a share handle, a multi handle, mTLS from memory). */
+
+/* core.http_session(opts) -> Session | nil, message, code
+ *   opts: identity (xs2a.Identity; nil/false = no client certificate),
+ *         cert_file/key_file (PEM paths instead of an identity), ca_file
+ *         (default: libcurl's system store), connect_timeout, timeout (ms,
+ *         1..86400000; defaults 5000, 30000), max_body (bytes, default 8 MiB),
+ *         http2 (default true: offered through ALPN), proxy (default: none;
+ *         proxy variables of the environment are ignored).
+ *   Wrong option types raise; an unreadable file gives nil, message, code.
+ *   Always: https only, TLS >= 1.2, peer and host verification, no redirects.
+ *
+ * session:request(req) -> res | nil, message, code       (blocks, bounded)
+ * session:submit(req)  -> id | nil, message, code
+ * session:poll(wait_ms) -> { {id=, res=} | {id=, err=, code=}, ... }
+ *   waits at most wait_ms for at least one result; finished transfers are
+ *   reported once. session:pending() counts submitted transfers not yet
+ *   reported by poll. close() (also __close, __gc) is idempotent and cancels
+ *   transfers in flight; any other use after close raises.
+ *
+ * req = { method = "GET", url = "https://...", headers = { Name = "value" },
+ *         body = string|nil, timeout = ms|nil, max_body = bytes|nil }
+ *   Wrong types raise. A request that must not be sent (method or header
+ *   name not a token, header value with CR, LF or NUL, url not https:// or
+ *   with spaces or control characters) gives nil, message, "bad_request".
+ *
+ * res = { status, headers = { lowercase = "v1, v2" }, header_list = { {Name, v}, ... },
+ *         body, reused, http_version = "1.1"|"2", time = { dns, connect, tls, ttfb, total } }
+ *   (seconds from the start of the transfer). Headers are those of the
+ *   final response only (never of a 1xx).
+ *
+ * Codes: see error_code(). A timeout before the connection (TCP and TLS)
+ * was up is "connect" (nothing was sent); a TLS 1.3 client-certificate
+ * alert on the first read or write is "tls". */
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -457,11 +490,11 @@ static const char *error_code(xfer *x) {
 static int push_error(lua_State *L, xfer *x) {
   const char *code = error_code(x);
   lua_pushnil(L);
-  if (x->too_large)
+  if (x->too_large || x->result == CURLE_FILESIZE_EXCEEDED)
     lua_pushfstring(L, "request: the response exceeds the size cap (%d bytes)", (int)x->max_body);
   else if (x->oom)
     lua_pushliteral(L, "request: out of memory while reading the response");
-  else if (x->errbuf[0] != '\0')
+  else if (x->errbuf[0] != '\0' && strcmp(x->errbuf, curl_easy_strerror(x->result)) != 0)
     lua_pushfstring(L, "request: %s (%s)", curl_easy_strerror(x->result), x->errbuf);
   else
     lua_pushfstring(L, "request: %s", curl_easy_strerror(x->result));

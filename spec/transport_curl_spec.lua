@@ -6,6 +6,8 @@ local cases = require "support.transport_cases"
 local core = require "xs2a.core"
 local curl = require "xs2a.transport.curl"
 
+local unpack = table.unpack or unpack -- luacheck: ignore 143
+
 describe("xs2a.transport.curl", function()
   local srv, wrong, refused_url
   local identities = {}
@@ -94,6 +96,17 @@ describe("xs2a.transport.curl", function()
       t:close()
     end)
 
+    it("a handshake-level client certificate rejection is tls, not sent", function()
+      local strict = tlsserver.start_strict{ tls = "1.3" }
+      local t = assert(curl.new{ ca_file = helper.pki("ca.pem") })
+      local res, err = t:request{ method = "POST", url = strict.url .. "/", body = "x" }
+      t:close()
+      strict:stop()
+      assert.is_nil(res)
+      assert.equals("tls", err.code)
+      assert.is_false(err.sent)
+    end)
+
     it("close is idempotent and use after close raises", function()
       local t = assert(curl.new{ ca_file = helper.pki("ca.pem") })
       t:close()
@@ -113,6 +126,34 @@ describe("xs2a.transport.curl", function()
         ca_file = helper.pki("ca.pem") })
       local res = assert(t:request{ url = srv.url .. "/echo" })
       assert.equals(200, res.status)
+      t:close()
+    end)
+
+    it("requests of xs2a.parallel tasks overlap on one transport", function()
+      local ok_mod, parallel = pcall(require, "xs2a.parallel")
+      assert(ok_mod, "xs2a.parallel is missing: " .. tostring(parallel))
+      local t = assert(curl.new{ identity = identity("qwac"), ca_file = helper.pki("ca.pem") })
+      local mark = "sched-" .. os.time() .. "-" .. math.random(1e6)
+      local fns = {}
+      for i = 1, 8 do
+        fns[i] = function()
+          local res, err = t:request{ url = srv.url .. "/delay/300?m=" .. mark .. "&i=" .. i }
+          assert(res, err and err.message)
+          return res.status, res.body
+        end
+      end
+      fns[9] = function() return t:request{ url = refused_url .. "/" } end
+      local results = parallel.run(unpack(fns, 1, 9))
+      for i = 1, 8 do
+        assert.is_true(results[i][1], tostring(results[i][2]))
+        assert.equals(200, results[i][2])
+        assert.equals("delayed 300", results[i][3])
+      end
+      assert.is_true(results[9][1])
+      assert.is_nil(results[9][2])
+      assert.equals("connect", results[9][3].code)
+      -- the server had them in progress at the same time
+      assert.is_true(srv:max_overlap(mark) >= 6, "overlap " .. srv:max_overlap(mark))
       t:close()
     end)
 

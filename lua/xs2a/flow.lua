@@ -311,6 +311,23 @@ local function body_of(res)
   return nil
 end
 
+-- After the bank refused an input (password, OTP): the error stays
+-- non-terminal unless the bank has failed the authorisation meanwhile (too
+-- many attempts), which a GET of the authorisation tells.
+function Flow:_refused(err, href)
+  local d = self.d
+  local link = d.links.scaStatus or href
+  if type(err) == "table" and err.kind == "http" and link then
+    local res = self:_request("GET", link)
+    local body = res and body_of(res)
+    if body and body.scaStatus == "failed" then
+      return nil, sca_error("SCA_FAILED", "flow: the bank failed the authorisation after refused input",
+        { sca_status = "failed", authorisation_id = d.auth_id, status = err.status, cause = err })
+    end
+  end
+  return nil, set_terminal(err, false)
+end
+
 -- ---------------------------------------------------------------------------
 -- phases: handler(self, input) -> step | nil (phase moved on) | nil, err
 -- (terminal unless err.terminal == false)
@@ -373,7 +390,10 @@ function phases.credentials(self, input)
   if not href then href, method = d.links.startAuthorisationWithPsuAuthentication, "POST" end
   local res, err = self:_request(method, href, { psuData = { password = input.password } },
     psu_id and { id = psu_id } or nil)
-  if not res then return nil, set_terminal(err, false) end
+  if not res then
+    if method == "PUT" then return self:_refused(err, href) end
+    return nil, set_terminal(err, false)
+  end
   d.pending = true
   local body = body_of(res) or {}
   return self:_route(body._links, body)
@@ -405,7 +425,7 @@ function phases.otp(self, input)
   local res, err = self:_request(method, href, { scaAuthenticationData = otp })
   if not res then
     -- a wrong OTP: the PSU may try again unless the bank failed the authorisation
-    return nil, set_terminal(err, false)
+    return self:_refused(err, method == "PUT" and href or nil)
   end
   local body = body_of(res) or {}
   local links = body._links
@@ -426,7 +446,7 @@ function phases.decoupled(self)
   if type(body.psuMessage) == "string" then d.message = body.psuMessage end
   d.last_sca = sca
   if sca == "failed" then
-    return nil, sca_error("SCA_DENIED", "flow: the PSU did not approve the authorisation",
+    return nil, sca_error("SCA_FAILED", "flow: the authorisation failed (denied by the PSU or expired)",
       { sca_status = sca, authorisation_id = d.auth_id })
   end
   if sca == "finalised" or sca == "exempted" then
@@ -555,7 +575,7 @@ function phases.poll(self)
     return
   end
   if r.final and r.final[status] then
-    return nil, sca_error("SCA_DENIED", "flow: the " .. tostring(r.kind) .. " ended with status " .. status,
+    return nil, sca_error("SCA_FAILED", "flow: the " .. tostring(r.kind) .. " ended with status " .. status,
       { status = status, resource_status = status })
   end
   return self:_wait(d.message)

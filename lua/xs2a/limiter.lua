@@ -3,7 +3,8 @@
 -- State lives in the client's store (see the store contract), so an nginx
 -- shared-dict store makes all workers of a server share one budget.
 --
--- * Rate: sliding windows built from short slots. Each start of a request
+-- * Rate: sliding windows built from short slots, plus pacing (a slot of
+--   0.1 s takes at most its share of the per-second limit, rounded up). Each start of a request
 --   increments the counter of the current slot (`xs2a:rl:s:<id>:<slot>`) and
 --   then sums the slots covering the window; when the sum exceeds the limit
 --   the increment is taken back and the caller waits. Increment-then-check
@@ -32,8 +33,8 @@ local Limiter = {}
 Limiter.__index = Limiter
 Limiter.__name = "xs2a.Limiter"
 
-local SECOND = { period = 1, slot = 0.1, slots = 12 }   -- window 1.1 .. 1.2 s
-local HOUR = { period = 3600, slot = 300, slots = 13 }  -- window 60 .. 65 min
+local SECOND = { period = 1, slot = 0.1, slots = 12, pace = true }   -- window 1.1 .. 1.2 s
+local HOUR = { period = 3600, slot = 300, slots = 13, pace = false } -- window 60 .. 65 min
 
 --- Creates a limiter.
 -- @param opts `{ store, id (e.g. the TPP org id), per_second, per_hour,
@@ -67,6 +68,13 @@ local function take(self, kind, w, limit, now)
   local ttl = math.ceil(w.slot * (w.slots + 1))
   local v = self.store:incr(key, 1, 0, ttl)
   if not v then return true end -- a store that cannot count must not stop traffic
+  -- pacing: no slot takes more than its share, so a burst is spread over
+  -- the period instead of queueing at the bank (where arrival jitter would
+  -- push part of it into the next second)
+  if w.pace and v > math.max(1, math.ceil(limit * w.slot / w.period)) then
+    self.store:incr(key, -1, 0, ttl)
+    return false, max((slot + 1) * w.slot - now, 0.002)
+  end
   local sum = 0
   local oldest_used
   for i = w.slots - 1, 0, -1 do

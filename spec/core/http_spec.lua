@@ -28,6 +28,7 @@ describe("core.http_session", function()
   local function session(opts)
     local o = { identity = qwac, ca_file = CA }
     for k, v in pairs(opts or {}) do o[k] = v end
+    if o.identity == false then o.identity = nil end
     return assert(core.http_session(o))
   end
 
@@ -243,6 +244,31 @@ describe("core.http_session", function()
       assert.is_true(core.monotonic() - t0 < 2.5)
       s:close()
     end)
+
+    for _, version in ipairs({ "1.2", "1.3" }) do
+      it("a server that rejects the client certificate in TLS " .. version .. " gives tls", function()
+        -- openssl s_server -Verify: fails the handshake instead of answering HTTP 400
+        local strict = tlsserver.start_strict{ tls = version }
+        local foreign = assert(core.identity{ cert = helper.pki("qwac-foreign.pem"),
+          key = helper.pki("qwac-foreign.key") })
+        local ok, err = pcall(function()
+          for _, id in ipairs({ false, foreign }) do
+            local s = session{ identity = id }
+            local res, msg, code = s:request{ url = strict.url .. "/" }
+            assert.is_nil(res)
+            assert.equals("tls", code, msg)
+            s:close()
+          end
+          local s = session()
+          local res = assert(s:request{ url = strict.url .. "/" })
+          assert.equals(200, res.status)
+          s:close()
+        end)
+        strict:stop()
+        foreign:close()
+        assert(ok, err)
+      end)
+    end
 
     it("a bad client certificate file is client_cert", function()
       local s = assert(core.http_session{ cert_file = helper.pki("ca.key"), ca_file = CA })

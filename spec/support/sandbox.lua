@@ -16,12 +16,15 @@ local function shell_quote(s)
 end
 M.shell_quote = shell_quote
 
+-- runs a shell command; returns ok, output (stdout+stderr), exit code
+-- (LuaJIT's popen close does not report the exit status, so echo it)
 local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1", "r"))
+  local p = assert(io.popen("{ " .. cmd .. "; } 2>&1; echo \"__rc=$?\"", "r"))
   local out = p:read("*a")
-  local ok, _, code = p:close()
-  if type(ok) == "number" then code = ok; ok = code == 0 end   -- Lua 5.1 / LuaJIT without 5.2 compat
-  return ok == true or ok == 0, out, code
+  p:close()
+  local code = tonumber(out:match("__rc=(%d+)%s*$"))
+  out = out:gsub("__rc=%d+%s*$", "")
+  return code == 0, out, code
 end
 
 local function root_dir()
@@ -165,9 +168,17 @@ end
 
 --- True while this instance's nginx master is alive.
 function Sandbox:running()
-  if not self.pid then return false end
-  local r = os.execute("kill -0 " .. self.pid .. " 2>/dev/null")
-  return r == true or r == 0
+  return self.pid ~= nil and M.alive(self.pid)
+end
+
+--- True while process `pid` exists and is not a zombie.
+function M.alive(pid)
+  local f = io.open("/proc/" .. tostring(pid) .. "/stat", "r")
+  if not f then return false end
+  local line = f:read("*l") or ""
+  f:close()
+  local state = line:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
 end
 
 --- Calls the control API with the curl CLI.

@@ -183,7 +183,7 @@ local function guard(srv)
     getmetatable(p).__gc = function() srv:stop() end
     srv._guard = p
   else
-    setmetatable(srv, { __index = Server, __gc = function(s) s:stop() end })
+    setmetatable(srv, { __index = getmetatable(srv) or Server, __gc = function(s) s:stop() end })
   end
 end
 
@@ -247,6 +247,68 @@ function _M.start(opts)
   srv.stopped = false
   srv:stop()
   error("tlsserver: nginx did not start:\n" .. tostring(last_err), 2)
+end
+
+local Strict = setmetatable({}, { __index = Server })
+Strict.__index = Strict
+
+function Strict:error_log()
+  return read(self.prefix .. "/s_server.log") or ""
+end
+
+function Strict:pid()
+  return tonumber((read(self.prefix .. "/s_server.pid") or ""):match("%d+"))
+end
+
+--- Starts `openssl s_server -Verify` instead of nginx: a server that aborts
+-- the TLS handshake (TLS 1.2) or alerts right after it (TLS 1.3) when the
+-- client certificate is missing or untrusted, where nginx would answer
+-- HTTP 400. `opts.tls` = "1.2" | "1.3" (default "1.3"), `opts.client_ca`.
+-- It serves one connection at a time; `GET /` answers 200 (s_server -www).
+-- Same `url`, `port`, `stop()` as `start`.
+function _M.start_strict(opts)
+  opts = opts or {}
+  local pki = opts.pki or helper.pki_dir
+  local version = opts.tls or "1.3"
+  assert(version == "1.2" or version == "1.3", "tls must be 1.2 or 1.3")
+  local tmp = assert(io.popen("mktemp -d /tmp/xs2a-tlsserver.XXXXXX")):read("*l")
+  assert(tmp and tmp ~= "", "mktemp failed")
+  local srv = setmetatable({ prefix = tmp, pki = pki }, Strict)
+  local log = tmp .. "/s_server.log"
+  for _ = 1, 20 do
+    local port = random_port()
+    write(log, "")
+    local cmd = table.concat({
+      "openssl s_server -accept", "127.0.0.1:" .. port,
+      "-cert", shquote(pki .. "/server.pem"), "-key", shquote(pki .. "/server.key"),
+      "-CAfile", shquote(opts.client_ca or (pki .. "/ca.pem")),
+      "-Verify 3 -verify_return_error -www", version == "1.2" and "-tls1_2" or "-tls1_3",
+    }, " ")
+    -- a backgrounded simple command: $! is the pid of openssl itself
+    assert(run(cmd .. " </dev/null >" .. shquote(log)
+      .. " 2>&1 & echo $! > " .. shquote(tmp .. "/s_server.pid")))
+    local state
+    for _ = 1, 250 do
+      local s = read(log) or ""
+      if s:find("ACCEPT", 1, true) then state = "up" break end
+      if not pid_alive(srv:pid()) then state = "down" break end
+      sleep(0.02)
+    end
+    if state == "up" then
+      srv.port = port
+      srv.url = "https://127.0.0.1:" .. port
+      guard(srv)
+      return srv
+    end
+    srv.stopped = false
+    local out = srv:error_log()
+    if state ~= "down" or not out:lower():find("address already in use", 1, true) then
+      Server.stop(srv)
+      error("tlsserver: openssl s_server did not start:\n" .. out, 2)
+    end
+  end
+  Server.stop(srv)
+  error("tlsserver: no free port for openssl s_server", 2)
 end
 
 --- A URL on 127.0.0.1 where nothing listens (a port we briefly held).

@@ -92,7 +92,6 @@ local function send(status, html)
   ngx.header["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' "
     .. (cfg.base_url or "")
   ngx.print(html)
-  return ngx.exit(status)
 end
 
 local function error_page(what, err)
@@ -103,8 +102,9 @@ local function error_page(what, err)
 end
 
 local function redirect(url)
+  ngx.status = 303
+  ngx.header["Location"] = url
   ngx.header["Cache-Control"] = "no-store"
-  return ngx.redirect(url, 303)
 end
 
 ------------------------------------------------------------------------------
@@ -322,8 +322,8 @@ local function pay()
   local debtor, cname, ciban = field("debtor", 34), field("creditor_name", 70), field("creditor_iban", 34)
   local amount, remittance = field("amount", 12), field("remittance", 140)
   if not (debtor and cname and ciban and amount and amount:match("^%d+%.?%d?%d?$")) then
-    return send(400, page("Check the payment", "<p class=\"error\">Please fill in every field; the amount like 12.34.</p>"
-      .. "<p><a href=\"/\">Back</a></p>"))
+    return send(400, page("Check the payment",
+      "<p class=\"error\">Please fill in every field; the amount like 12.34.</p><p><a href=\"/\">Back</a></p>"))
   end
   local c, cerr = get_client()
   if not c then return error_page("client setup failed", cerr) end
@@ -331,7 +331,7 @@ local function pay()
     instructedAmount = { currency = "EUR", amount = amount },
     debtorAccount = { iban = debtor },
     creditorName = cname,
-    creditorAccount = { iban = ciban:gsub("%s", "") },
+    creditorAccount = { iban = (ciban:gsub("%s", "")) },
     remittanceInformationUnstructured = remittance,
   }, psu_opts())
   if not payment then return error_page("initiating the payment failed", err) end

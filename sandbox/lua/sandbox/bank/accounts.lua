@@ -20,28 +20,30 @@ local function seconds_to_midnight()
   return 86400 - floor(now) % 86400
 end
 
-local function check_token(ctx, c)
+-- The bearer token is checked before the consent: a token presented with
+-- another client certificate is TOKEN_INVALID whatever it names.
+local function bearer(ctx)
   local auth = common.header(ctx, "authorization")
+  if not auth then return nil end
   local token = type(auth) == "string" and auth:match("^[Bb]earer%s+(%S+)%s*$")
-  if not token and c.approach ~= "oauth" then return nil end
-  if not token then
-    return { common.err(ctx, 401, "TOKEN_UNKNOWN", "Authorization: Bearer <token> required for this consent") }
-  end
+  if not token then return nil, { common.err(ctx, 401, "TOKEN_INVALID", "Authorization must be a Bearer token") } end
   local t = require("sandbox.bank.oauth").access_token(token)
-  if not t then return { common.err(ctx, 401, "TOKEN_UNKNOWN", "access token not known") } end
-  if t.client_id ~= ctx.tpp.org_id or t.fingerprint ~= ctx.tpp.fingerprint then
-    return { common.err(ctx, 401, "TOKEN_INVALID", "access token is bound to another client certificate") }
+  if not t or t.variant ~= ctx.variant then
+    return nil, { common.err(ctx, 401, "TOKEN_UNKNOWN", "access token not known") }
   end
-  if t.scope ~= "AIS:" .. c.id then
-    return { common.err(ctx, 401, "TOKEN_INVALID", "access token was not issued for this consent") }
+  if t.client_id ~= ctx.tpp.org_id or t.fingerprint ~= ctx.tpp.fingerprint then
+    return nil, { common.err(ctx, 401, "TOKEN_INVALID", "access token is bound to another client certificate") }
   end
   if common.now() >= t.expires then
-    return { common.err(ctx, 401, "TOKEN_EXPIRED", "access token expired") }
+    return nil, { common.err(ctx, 401, "TOKEN_EXPIRED", "access token expired") }
   end
+  return t
 end
 
 --- Checks an AIS request; returns the consent or nil and an error response.
 local function guard(ctx)
+  local t, terr = bearer(ctx)
+  if terr then return nil, terr end
   local cid = common.header(ctx, "consent-id")
   if not cid then return nil, { common.err(ctx, 400, "FORMAT_ERROR", "Consent-ID header required") } end
   local c = consents.load(ctx, cid)
@@ -52,8 +54,12 @@ local function guard(ctx)
   if c.status ~= "valid" then
     return nil, { common.err(ctx, 401, "CONSENT_INVALID", "consent is " .. c.status) }
   end
-  local terr = check_token(ctx, c)
-  if terr then return nil, terr end
+  if t and t.scope ~= "AIS:" .. c.id then
+    return nil, { common.err(ctx, 401, "TOKEN_INVALID", "access token was not issued for this consent") }
+  end
+  if not t and c.approach == "oauth" then
+    return nil, { common.err(ctx, 401, "TOKEN_UNKNOWN", "Authorization: Bearer <token> required for this consent") }
+  end
   if not common.header(ctx, "psu-ip-address") then
     local used = common.incr("freq:" .. c.id .. ":" .. common.today(), 1)
     if used > (c.frequencyPerDay or 1) then

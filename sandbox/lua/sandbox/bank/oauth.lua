@@ -1,0 +1,331 @@
+--- The OAuth 2.0 authorization server of the OAuth SCA approach: RFC 8414
+-- metadata, the authorization page (code + PKCE S256), and the token
+-- endpoint with mTLS client authentication (RFC 8705), certificate-bound
+-- access tokens and rotating refresh tokens.
+local common = require "sandbox.bank.common"
+local sca = require "sandbox.bank.sca"
+local pages = require "sandbox.bank.pages"
+local util = common.util
+
+local type = type
+
+local _M = {}
+
+local CLIENT_ID = "^PSD%u%u%-[%w]+%-[%w%-%.]+$"
+local PKCE = "^[%w%-%._~]+$"
+
+local function crypto() return require("sandbox.crypto") end
+
+local function b64url(raw)
+  return (ngx.encode_base64(raw, true):gsub("%+", "-"):gsub("/", "_"))
+end
+
+-- tokens are stored under a digest of their value, never the value itself
+local function token_key(prefix, token)
+  return prefix .. b64url(crypto().sha256(token))
+end
+
+---------------------------------------------------------------------------
+-- metadata
+
+local function metadata(ctx)
+  local base = ctx.base_url .. ctx.root
+  return 200, {
+    issuer = base,
+    authorization_endpoint = base .. "/oauth/authorize",
+    token_endpoint = base .. "/oauth/token",
+    response_types_supported = util.array({ "code" }),
+    response_modes_supported = util.array({ "query" }),
+    grant_types_supported = util.array({ "authorization_code", "refresh_token" }),
+    code_challenge_methods_supported = util.array({ "S256" }),
+    token_endpoint_auth_methods_supported = util.array({ "tls_client_auth" }),
+    tls_client_certificate_bound_access_tokens = true,
+    scopes_supported = util.array({ "AIS", "PIS" }),
+  }, { ["Cache-Control"] = "public, max-age=300" }
+end
+
+---------------------------------------------------------------------------
+-- the authorization request
+
+local function first(v)
+  if type(v) == "table" then v = v[1] end
+  if v == true then return "" end
+  return v
+end
+
+-- the resource a scope names: "AIS:<consentId>" or "PIS:<paymentId>"
+-- (other space-separated scopes such as offline_access are ignored)
+local function resource_of(ctx, scope, client_id)
+  local found
+  for word in tostring(scope or ""):gmatch("%S+") do
+    local svc, id = word:match("^(%u%u%u):(.+)$")
+    if svc == "AIS" or svc == "PIS" then
+      if found then return nil end
+      found = { service = svc, id = id }
+    end
+  end
+  if not found then return nil end
+  local res
+  if found.service == "AIS" then
+    res = require("sandbox.bank.consents").raw(found.id)
+  else
+    res = require("sandbox.bank.payments").raw(found.id)
+  end
+  if not res or res.variant ~= ctx.variant or res.org_id ~= client_id then return nil end
+  return res, found.service
+end
+
+local function describe(res, service, auth)
+  local lines = {}
+  if service == "AIS" then
+    local a = res.access
+    if a.allPsd2 then
+      lines[#lines + 1] = "Read access to all your payment accounts: details, balances and transactions."
+    elseif a.availableAccountsWithBalance then
+      lines[#lines + 1] = "See the list of your payment accounts with their balances."
+    elseif a.availableAccounts then
+      lines[#lines + 1] = "See the list of your payment accounts."
+    end
+    for _, k in ipairs({ "accounts", "balances", "transactions" }) do
+      for _, ref in ipairs(a[k] or {}) do
+        lines[#lines + 1] = "Access to " .. k .. " of " .. (ref.iban or ref.maskedPan or ref.bban or ref.pan or "?")
+          .. (ref.currency and (" (" .. ref.currency .. ")") or "")
+      end
+    end
+    lines[#lines + 1] = "Valid until " .. res.validUntil .. ", up to " .. res.frequencyPerDay
+      .. " automatic reads a day" .. (res.recurringIndicator and ", recurring." or ", one-off.")
+  else
+    local d = require("sandbox.bank.payments").describe(res)
+    if auth and auth.kind == "cancellation" then d = "Cancel: " .. d end
+    lines[#lines + 1] = d
+  end
+  if (res.required or 1) > 1 and not (auth and auth.kind == "cancellation") then
+    lines[#lines + 1] = "This needs " .. res.required .. " different people to approve; "
+      .. #(res.approvals or {}) .. " already did."
+  end
+  return lines
+end
+
+local function error_redirect(uri, err, desc, state)
+  return pages.redirect(common.add_query(uri, { error = err, error_description = desc, state = state }))
+end
+
+-- Validates an authorization request (query or form). Returns a table of
+-- the request, or nil and a response (a 400 page, or a redirect with an error).
+local function check_request(ctx, params)
+  local p = {}
+  for _, k in ipairs({ "response_type", "client_id", "scope", "redirect_uri", "state",
+      "code_challenge", "code_challenge_method", "authorisation_id" }) do
+    p[k] = first(params[k])
+  end
+  if type(p.client_id) ~= "string" or not p.client_id:match(CLIENT_ID) then
+    return nil, { pages.message(400, "Invalid request", "client_id is missing or not an organisation identifier") }
+  end
+  local res, service = resource_of(ctx, p.scope, p.client_id)
+  if not res then
+    return nil, { pages.message(400, "Invalid request",
+      "scope must name one consent (AIS:<consentId>) or payment (PIS:<paymentId>) of this client") }
+  end
+  if type(p.redirect_uri) ~= "string" or not p.redirect_uri:match("^https?://[^%s#]+$") then
+    return nil, { pages.message(400, "Invalid request", "redirect_uri is missing or not an absolute URL") }
+  end
+  if res.redirect_uri and res.redirect_uri ~= p.redirect_uri then
+    return nil, { pages.message(400, "Invalid request", "redirect_uri differs from the TPP-Redirect-URI given before") }
+  end
+  local function fail(err, desc) return nil, { error_redirect(p.redirect_uri, err, desc, p.state) } end
+  if p.response_type ~= "code" then return fail("unsupported_response_type", "response_type must be code") end
+  if type(p.state) ~= "string" or p.state == "" then return fail("invalid_request", "state is required") end
+  if type(p.code_challenge) ~= "string" or #p.code_challenge < 43 or #p.code_challenge > 128
+      or not p.code_challenge:match(PKCE) then
+    return fail("invalid_request", "code_challenge (PKCE) is required")
+  end
+  if p.code_challenge_method ~= "S256" then return fail("invalid_request", "code_challenge_method must be S256") end
+  if res.approach ~= "oauth" then
+    return fail("invalid_request", "this resource uses the " .. tostring(res.approach) .. " approach")
+  end
+  -- the authorisation this page completes: the one named (a page re-post),
+  -- else the most recent open OAuth authorisation, else an implicit one
+  local auth
+  if p.authorisation_id then
+    auth = sca.tick(sca.load(p.authorisation_id))
+    if not auth or auth.rid ~= res.id or sca.FINAL[auth.status] then auth = nil end
+  else
+    auth = sca.open_auth(res, "oauth")
+  end
+  if not auth then
+    local kind = service == "AIS" and "consent" or "payment"
+    if sca.awaiting(res, kind) and #(res.auths or {}) == 0 and (res.required or 1) == 1 then
+      auth = sca.create(ctx, res, kind, {})
+    else
+      return fail("invalid_request", "nothing waits for an authorisation here"
+        .. ((res.required or 1) > 1 and " (start one with POST .../authorisations)" or ""))
+    end
+  end
+  p.authorisation_id = auth.id
+  return p, res, service, auth
+end
+
+local function form(ctx, p, res, service, auth, err, username)
+  local hidden = {}
+  for k, v in pairs(p) do hidden[k] = v end
+  return pages.authorise_form({
+    title = service == "AIS" and "Give account access" or "Confirm payment",
+    bank = "Paysera sandbox bank", lines = describe(res, service, auth),
+    action = ctx.root .. "/oauth/authorize", hidden = hidden, error = err, username = username,
+  })
+end
+
+local function authorize_get(ctx)
+  local p, res, service, auth = check_request(ctx, ctx.args or {})
+  if not p then return common.unpack(res) end
+  return form(ctx, p, res, service, auth)
+end
+
+local function authorize_post(ctx)
+  local params = ctx.form or common.form(ctx.body)
+  local p, res, service, auth = check_request(ctx, params)
+  if not p then return common.unpack(res) end
+  local decision = first(params.decision)
+  if decision == "deny" then
+    sca.finish(auth.id, false)
+    return error_redirect(p.redirect_uri, "access_denied", "the PSU denied the request", p.state)
+  end
+  if decision ~= "approve" then return pages.message(400, "Invalid request", "decision must be approve or deny") end
+  local username, password = first(params.username), first(params.password)
+  if not common.psu_login(username, password) then
+    return form(ctx, p, res, service, auth, "User name or password is wrong.", type(username) == "string" and username)
+  end
+  local kind = auth.kind
+  local ok, why = sca.psu_allowed(res, kind, username)
+  if not ok then return form(ctx, p, res, service, auth, "You cannot approve this: " .. why .. ".", username) end
+  local code = util.random_token(43)
+  local ttl = tonumber(ctx.cfg and ctx.cfg.code_ttl) or 300
+  common.set(token_key("code:", code), {
+    auth_id = auth.id, client_id = p.client_id, redirect_uri = p.redirect_uri, challenge = p.code_challenge,
+    scope = service .. ":" .. res.id, psu = username, expires = common.now() + ttl, variant = ctx.variant,
+    service = service,
+  })
+  sca.unconfirmed(auth.id, username)
+  return pages.redirect(common.add_query(p.redirect_uri, { code = code, state = p.state }))
+end
+
+---------------------------------------------------------------------------
+-- the token endpoint
+
+local function oauth_error(status, err, desc)
+  return status, { error = err, error_description = desc },
+    { ["Cache-Control"] = "no-store", ["Pragma"] = "no-cache" }
+end
+
+local function issue(ctx, scope, service, psu)
+  local ttl = tonumber(ctx.cfg and ctx.cfg.token_ttl) or 3600
+  local rttl = tonumber(ctx.cfg and ctx.cfg.refresh_ttl) or 7776000
+  local now = common.now()
+  local access = util.random_token(48)
+  common.set(token_key("at:", access), {
+    scope = scope, client_id = ctx.tpp.org_id, fingerprint = ctx.tpp.fingerprint,
+    expires = now + ttl, variant = ctx.variant, psu = psu,
+  })
+  local body = { access_token = access, token_type = "Bearer", expires_in = ttl, scope = scope }
+  if service == "AIS" then
+    local refresh = util.random_token(48)
+    common.set(token_key("rt:", refresh), {
+      scope = scope, client_id = ctx.tpp.org_id, expires = now + rttl, variant = ctx.variant, psu = psu,
+      service = service,
+    })
+    body.refresh_token = refresh
+  end
+  return 200, body, { ["Cache-Control"] = "no-store", ["Pragma"] = "no-cache" }
+end
+
+-- takes a single-use record: returns it (and marks it used) or nil, "used"/"unknown"
+local function take(key)
+  local rec, why = nil, "unknown"
+  common.update(key, function(r)
+    if not r then return nil end
+    if r.used then why = "used" return nil end
+    r.used = true
+    rec = r
+    return r
+  end)
+  return rec, why
+end
+
+local function grant_code(ctx, params)
+  local code, verifier, redirect_uri = first(params.code), first(params.code_verifier), first(params.redirect_uri)
+  if type(code) ~= "string" or type(verifier) ~= "string" or type(redirect_uri) ~= "string" then
+    return oauth_error(400, "invalid_request", "code, redirect_uri and code_verifier are required")
+  end
+  local rec, why = take(token_key("code:", code))
+  if not rec then
+    return oauth_error(400, "invalid_grant", why == "used" and "authorization code already used"
+      or "authorization code unknown")
+  end
+  if rec.variant ~= ctx.variant or rec.client_id ~= ctx.tpp.org_id then
+    return oauth_error(400, "invalid_grant", "authorization code was issued to another client")
+  end
+  if common.now() >= rec.expires then return oauth_error(400, "invalid_grant", "authorization code expired") end
+  if rec.redirect_uri ~= redirect_uri then return oauth_error(400, "invalid_grant", "redirect_uri does not match") end
+  if #verifier < 43 or #verifier > 128 or not verifier:match(PKCE)
+      or not crypto().equal(b64url(crypto().sha256(verifier)), rec.challenge) then
+    return oauth_error(400, "invalid_grant", "code_verifier does not match the code_challenge")
+  end
+  if not sca.finish(rec.auth_id, true, rec.psu) then
+    return oauth_error(400, "invalid_grant", "the authorisation is no longer pending")
+  end
+  return issue(ctx, rec.scope, rec.service, rec.psu)
+end
+
+local function grant_refresh(ctx, params)
+  local rt = first(params.refresh_token)
+  if type(rt) ~= "string" or rt == "" then return oauth_error(400, "invalid_request", "refresh_token is required") end
+  local rec, why = take(token_key("rt:", rt))
+  if not rec then
+    return oauth_error(400, "invalid_grant", why == "used" and "refresh token already used (rotated)"
+      or "refresh token unknown")
+  end
+  if rec.variant ~= ctx.variant or rec.client_id ~= ctx.tpp.org_id then
+    return oauth_error(400, "invalid_grant", "refresh token was issued to another client")
+  end
+  if common.now() >= rec.expires then return oauth_error(400, "invalid_grant", "refresh token expired") end
+  local cid = rec.scope:match("^AIS:(.+)$")
+  local c = cid and require("sandbox.bank.consents").raw(cid)
+  if not c or (c.status ~= "valid" and c.status ~= "partiallyAuthorised") then
+    return oauth_error(400, "invalid_grant", "the consent is no longer valid")
+  end
+  return issue(ctx, rec.scope, rec.service, rec.psu)
+end
+
+local function token(ctx)
+  local ct = (ctx.headers["content-type"] or ""):lower()
+  if not ct:find("application/x-www-form-urlencoded", 1, true) then
+    return oauth_error(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
+  end
+  local params = ctx.form or common.form(ctx.body)
+  local client_id = first(params.client_id)
+  if type(client_id) ~= "string" or client_id == "" then
+    return oauth_error(400, "invalid_request", "client_id is required (tls_client_auth)")
+  end
+  if client_id ~= ctx.tpp.org_id then
+    return oauth_error(401, "invalid_client", "client_id does not match the client certificate")
+  end
+  local grant = first(params.grant_type)
+  if grant == "authorization_code" then return grant_code(ctx, params) end
+  if grant == "refresh_token" then return grant_refresh(ctx, params) end
+  return oauth_error(400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
+end
+
+--- The record of an access token, or nil (used by the AIS guard).
+function _M.access_token(t)
+  if type(t) ~= "string" or t == "" then return nil end
+  return common.get(token_key("at:", t))
+end
+
+_M.routes = {
+  { method = "GET", pattern = "^/%.well%-known/oauth%-authorization%-server$", handler = metadata, auth = "none" },
+  { method = "GET", pattern = "^/oauth/authorize$", handler = authorize_get, auth = "none" },
+  { method = "POST", pattern = "^/oauth/authorize$", handler = authorize_post, auth = "none" },
+  { method = "POST", pattern = "^/oauth/token$", handler = token, auth = "mtls" },
+}
+
+return _M

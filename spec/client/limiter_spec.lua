@@ -1,0 +1,93 @@
+local limiter = require "xs2a.limiter"
+local store_mod = require "xs2a.store"
+
+-- a virtual clock that only moves when someone sleeps
+local function vclock(start)
+  local t = { now = start or 1700000000.0, slept = 0 }
+  t.clock = function() return t.now end
+  t.sleep = function(s) t.now = t.now + s; t.slept = t.slept + s end
+  return t
+end
+
+describe("xs2a.limiter", function()
+  it("never lets more than per_second requests start within any second", function()
+    local vc = vclock()
+    local st = store_mod.memory{ clock = vc.clock }
+    local l = limiter.new{ store = st, id = "tpp", per_second = 10, clock = vc.clock, sleep = vc.sleep }
+    local starts = {}
+    for _ = 1, 100 do
+      local release = assert(l:acquire())
+      starts[#starts + 1] = vc.now
+      release()
+      vc.now = vc.now + 0.013
+    end
+    for i = 1, #starts do
+      local n = 0
+      for j = i, #starts do
+        if starts[j] - starts[i] < 1.0 then n = n + 1 end
+      end
+      assert.is_true(n <= 10, "more than 10 starts within one second at " .. i)
+    end
+    assert.is_true(vc.slept > 0)
+  end)
+
+  it("shares the budget between limiters on one store (nginx workers)", function()
+    local vc = vclock()
+    local st = store_mod.memory{ clock = vc.clock }
+    local a = limiter.new{ store = st, id = "tpp", per_second = 5, clock = vc.clock, sleep = vc.sleep }
+    local b = limiter.new{ store = st, id = "tpp", per_second = 5, clock = vc.clock, sleep = vc.sleep }
+    local t0 = vc.now
+    for i = 1, 10 do
+      local l = i % 2 == 0 and a or b
+      assert(l:acquire())()
+    end
+    -- 10 starts at 5/s need at least one second of waiting
+    assert.is_true(vc.now - t0 >= 1.0)
+  end)
+
+  it("caps requests in flight and lets the next one in after a release", function()
+    local vc = vclock()
+    local st = store_mod.memory{ clock = vc.clock }
+    local l = limiter.new{ store = st, id = "tpp", concurrent = 2, clock = vc.clock, sleep = vc.sleep, max_wait = 0.5 }
+    local r1 = assert(l:acquire())
+    local r2 = assert(l:acquire())
+    local r3, err = l:acquire()
+    assert.is_nil(r3)
+    assert.equal("limit", err.kind)
+    assert.equal("CONCURRENCY_LIMIT", err.code)
+    r1()
+    r1() -- twice is harmless
+    local r4 = assert(l:acquire())
+    r2()
+    r4()
+  end)
+
+  it("refuses beyond the hourly budget with retry_after", function()
+    local vc = vclock()
+    local st = store_mod.memory{ clock = vc.clock }
+    local l = limiter.new{ store = st, id = "tpp", per_hour = 3, clock = vc.clock, sleep = vc.sleep }
+    for _ = 1, 3 do assert(l:acquire())() end
+    local r, err = l:acquire()
+    assert.is_nil(r)
+    assert.equal("limit", err.kind)
+    assert.is_true(err.retry_after > 0)
+  end)
+
+  it("counts frequencyPerDay per consent and resource, with undo and a daily reset", function()
+    local vc = vclock(1767225600 + 3600) -- 2026-01-01T01:00:00Z
+    local st = store_mod.memory{ clock = vc.clock }
+    local l = limiter.new{ store = st, id = "tpp", clock = vc.clock, sleep = vc.sleep }
+    for _ = 1, 4 do assert.is_true((l:frequency("c1", "/v1/accounts", 4))) end
+    local ok, err = l:frequency("c1", "/v1/accounts", 4)
+    assert.is_nil(ok)
+    assert.equal("limit", err.kind)
+    assert.equal("ACCESS_EXCEEDED", err.code)
+    assert.is_true((l:frequency("c2", "/v1/accounts", 4)))
+    assert.is_true((l:frequency("c1", "/v1/accounts/a1/balances", 4)))
+    vc.now = vc.now + 86400
+    local ok2, undo = l:frequency("c1", "/v1/accounts", 1)
+    assert.is_true(ok2)
+    undo()
+    assert.is_true((l:frequency("c1", "/v1/accounts", 1)))
+  end)
+end)
