@@ -27,6 +27,12 @@ local PKI = os.getenv("XS2A_PKI") or "build/pki"
 local REDIRECT_URI = "https://tpp.example/callback"
 local PSU_IP = "198.51.100.7"
 
+io.stdout:setvbuf("line")
+
+-- the PSU is at the screen for everything below: reads carry the PSU's IP
+-- address, so they do not count against the consent's frequencyPerDay
+local PSU = { psu_ip = PSU_IP }
+
 local function say(fmt, ...) io.write(string.format(fmt, ...), "\n") end
 local function section(title) say("\n== %s ==", title) end
 
@@ -124,14 +130,14 @@ local function run(v)
     frequencyPerDay = 4,
     combinedServiceIndicator = false,
   }, { psu_ip = PSU_IP }))
-  say("  consent created, status %s", tostring(consent.status))
+  say("  consent created, status %s", tostring(consent.data and consent.data.consentStatus))
   authorise_in_browser(consent:authorise(), "alice", "alice-pass", "consent")
 
   section("2. accounts and balances")
-  local accounts = check(consent:accounts())
+  local accounts = check(consent:accounts(PSU))
   local main
   for _, a in ipairs(accounts) do
-    local balances = check(consent:balances(a.resourceId))
+    local balances = check(consent:balances(a.resourceId, PSU))
     say("  %-28s %-16s %s  %s", a.name or a.product or "?", masked(a.iban or a.maskedPan), a.currency or "",
       balance_line(balances))
     if not main and a.currency == (v.variant == "berlin" and "EUR" or "GEL") and a.iban then
@@ -144,7 +150,8 @@ local function run(v)
   local count, booked, pending = 0, 0, 0
   local first, last
   pages_read = 0
-  for tx, err in consent:transactions(main.resourceId, { bookingStatus = "both", dateFrom = "2026-01-01" }) do
+  for tx, err in consent:transactions(main.resourceId,
+      { bookingStatus = "both", dateFrom = "2026-01-01" }, PSU) do
     check(tx, err, "transactions")
     count = count + 1
     if tx._status == "booked" then booked = booked + 1 else pending = pending + 1 end
@@ -171,7 +178,7 @@ local function run(v)
     if a.variant == v.variant and a.owner == "bob" then bob = a end
   end
   check(bob, "bob's account not found", "sandbox accounts")
-  local before = find_balance(check(consent:balances(main.resourceId)), "interimAvailable")
+  local before = find_balance(check(consent:balances(main.resourceId, PSU)), "interimAvailable")
   local bob_before = tonumber(bob.balance)
   local amount = "12.34"
   local payment = check(client:initiate_payment(v.product, {
@@ -180,15 +187,15 @@ local function run(v)
     creditorName = "Bob",
     creditorAccount = { iban = bob.iban },
     remittanceInformationUnstructured = "lua-xs2a quickstart",
-  }, { psu_ip = PSU_IP }))
+  }, PSU))
   say("  %s %s %s to Bob (%s): payment created, status %s", v.product, amount, main.currency,
-    masked(bob.iban), tostring(payment.status))
+    masked(bob.iban), tostring(payment.data and payment.data.transactionStatus))
   local done = authorise_in_browser(payment:authorise(), "alice", "alice-pass", "payment")
-  local final = check(payment:status())
+  local final = check(payment:current_status())
   say("  final transaction status: %s (%s)", final, done.status)
 
   section("5. ledger change")
-  local after, ccy = find_balance(check(consent:balances(main.resourceId)), "interimAvailable")
+  local after, ccy = find_balance(check(consent:balances(main.resourceId, PSU)), "interimAvailable")
   local bob_after
   for _, a in ipairs(sandbox_accounts().accounts) do
     if a.variant == v.variant and a.resourceId == bob.resourceId then bob_after = tonumber(a.balance) end

@@ -112,7 +112,9 @@ local STEP = setmetatable({}, { __tostring = function() return "xs2a.flow.step" 
 -- @param client the xs2a client
 -- @param resource a consent, payment, cancellation or basket object
 -- @tparam[opt] table opts `{ timeout = s, poll = bool, poll_interval = s,
---   max_poll_interval = s, redirect_uri = url, psu = {...} }`
+--   max_poll_interval = s, redirect_uri = url }`: `timeout` bounds every wait
+--   (decoupled SCA, status polling; default 900 s), `poll = false` returns
+--   `wait` steps instead of sleeping, `redirect_uri` overrides the client's
 -- @return Flow
 function _M.start(client, resource, opts)
   assert(type(client) == "table", "flow.start: client required")

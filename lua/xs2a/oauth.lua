@@ -367,15 +367,15 @@ function _M.refresh(client, token_key, stale, opts)
       return nil, new_error{ kind = "sca", code = "TOKEN_MISSING",
         message = "oauth: no token for this resource (authorise it first)" }
     end
-    if stale and rec.access_token ~= stale then return rec.access_token, rec end
-    if waited and stale == nil then return rec.access_token, rec end
+    if stale and rec.access_token ~= stale then return rec.access_token end
+    if waited and stale == nil then return rec.access_token end
     local unlock = store:lock(lock_key, _M.LOCK_TTL)
     if unlock then
       -- re-read under the lock: a holder may have finished just before we got it
       rec = read_record(client, token_key)
       if rec and stale and rec.access_token ~= stale then
         unlock()
-        return rec.access_token, rec
+        return rec.access_token
       end
       if not rec or not rec.refresh_token then
         unlock()
@@ -412,7 +412,7 @@ function _M.refresh(client, token_key, stale, opts)
       unlock()
       log(client, "info", "oauth.refresh", { result = "ok", expires_in = tonumber(body.expires_in),
         rotated = type(body.refresh_token) == "string" })
-      return new.access_token, new
+      return new.access_token
     end
     if now() > wait_until then
       return nil, new_error{ kind = "sca", code = "REFRESH_LOCK_TIMEOUT", retryable = true,
@@ -435,7 +435,8 @@ function _M.access_token(client, token_key, opts)
     return rec.access_token
   end
   if rec.refresh_token then
-    return _M.refresh(client, token_key, rec.access_token, opts)
+    local tok, err = _M.refresh(client, token_key, rec.access_token, opts)
+    return tok, err
   end
   if rec.expires_at > now() then return rec.access_token end
   return nil, new_error{ kind = "sca", code = "TOKEN_EXPIRED",

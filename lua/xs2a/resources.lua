@@ -1,6 +1,7 @@
 --- Consents, accounts, payments, funds confirmation and signing baskets.
 --
--- Resources are plain tables with methods. Each one that can be authorised
+-- Resources are plain tables with methods. The last status seen is in the
+-- field `last_status` (`status` is the method that asks the bank). Each one that can be authorised
 -- exposes what `xs2a.flow` needs: `kind`, `id`, `links` (the `_links` of the
 -- creation or cancellation response), `service`, `scope`, `token_key`,
 -- `authorisations_path`, `psu`, `final` and `success` (sets of statuses),
@@ -106,7 +107,7 @@ end
 local Consent = {}
 Consent.__index = Consent
 Consent.__name = "xs2a.Consent"
-Consent.__tostring = function(c) return "xs2a.Consent (" .. tostring(c.status or "?") .. ")" end
+Consent.__tostring = function(c) return "xs2a.Consent (" .. tostring(c.last_status or "?") .. ")" end
 _M.Consent = Consent
 
 local function new_consent(client, id, fields)
@@ -116,7 +117,7 @@ local function new_consent(client, id, fields)
     kind = "consent",
     service = "AIS",
     id = id,
-    status = fields.status,
+    last_status = fields.status,
     links = fields.links or {},
     data = fields.data,
     approach = fields.approach,
@@ -202,7 +203,7 @@ function Consent:get()
   local b, berr = body_table(res, "consent:get")
   if not b then return nil, berr end
   self.data = b
-  if type(b.consentStatus) == "string" then self.status = b.consentStatus end
+  if type(b.consentStatus) == "string" then self.last_status = b.consentStatus end
   return b
 end
 
@@ -217,7 +218,7 @@ function Consent:status()
   if type(b.consentStatus) ~= "string" then
     return nil, errors.protocol("consent:status: no consentStatus", { request_id = res.request_id })
   end
-  self.status = b.consentStatus
+  self.last_status = b.consentStatus
   return b.consentStatus, b
 end
 Consent.current_status = Consent.status
@@ -228,7 +229,7 @@ function Consent:delete()
   local res, err = self.client:request{ method = "DELETE", path = self.path, service = "AIS",
     token = self.token_key, idempotent = true }
   if not res then return nil, err end
-  self.status = "terminatedByTpp"
+  self.last_status = "terminatedByTpp"
   return true
 end
 
@@ -240,7 +241,7 @@ end
 --- JSON-safe table from which `client:resource_from_ref` rebuilds the consent.
 function Consent:ref()
   return { kind = "consent", id = self.id, psu = util.copy(self.psu), links = util.copy(self.links),
-    status = self.status }
+    status = self.last_status }
 end
 
 --- `GET /v1/accounts`: the accounts this consent gives access to.
@@ -469,7 +470,7 @@ local Payment = {}
 Payment.__index = Payment
 Payment.__name = "xs2a.Payment"
 Payment.__tostring = function(p)
-  return "xs2a.Payment (" .. p.payment_service .. "/" .. p.product .. ", " .. tostring(p.status or "?") .. ")"
+  return "xs2a.Payment (" .. p.payment_service .. "/" .. p.product .. ", " .. tostring(p.last_status or "?") .. ")"
 end
 _M.Payment = Payment
 
@@ -491,7 +492,7 @@ local function new_payment(client, service, product, id, fields)
     payment_service = service,
     product = product,
     id = id,
-    status = fields.status,
+    last_status = fields.status,
     links = fields.links or {},
     data = fields.data,
     request = fields.request,
@@ -574,7 +575,7 @@ function Payment:get()
   local b, berr = body_table(res, "payment:get")
   if not b then return nil, berr end
   self.data = b
-  if type(b.transactionStatus) == "string" then self.status = b.transactionStatus end
+  if type(b.transactionStatus) == "string" then self.last_status = b.transactionStatus end
   return b
 end
 
@@ -589,7 +590,7 @@ function Payment:status()
   if type(b.transactionStatus) ~= "string" then
     return nil, errors.protocol("payment:status: no transactionStatus", { request_id = res.request_id })
   end
-  self.status = b.transactionStatus
+  self.last_status = b.transactionStatus
   return b.transactionStatus, b
 end
 Payment.current_status = Payment.status
@@ -618,7 +619,7 @@ function Payment:cancel(opts)
     transaction_status = b.transactionStatus,
     body = b,
   }
-  if res.status == 204 then self.status = "CANC" out.transaction_status = out.transaction_status or "CANC" end
+  if res.status == 204 then self.last_status = "CANC" out.transaction_status = out.transaction_status or "CANC" end
   if out.cancellation_required then self.cancel_links = out.links end
   return out
 end
@@ -660,7 +661,7 @@ end
 
 function Payment:ref()
   return { kind = "payment", id = self.id, payment_service = self.payment_service, product = self.product,
-    psu = util.copy(self.psu), links = util.copy(self.links), status = self.status, deferred = self.deferred }
+    psu = util.copy(self.psu), links = util.copy(self.links), status = self.last_status, deferred = self.deferred }
 end
 
 ------------------------------------------------------------------------------
@@ -730,7 +731,7 @@ function Basket:status()
   if type(b) ~= "table" or type(b.transactionStatus) ~= "string" then
     return nil, errors.protocol("basket:status: no transactionStatus", { request_id = res.request_id })
   end
-  self.status = b.transactionStatus
+  self.last_status = b.transactionStatus
   return b.transactionStatus, b
 end
 Basket.current_status = Basket.status

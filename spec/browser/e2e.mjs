@@ -30,7 +30,7 @@ const tests = [
   'the PSU logs in and approves; the browser returns to the app',
   'the app shows accounts with balances and recent transactions',
   'a payment is initiated, approved on the bank page, and reaches a final status',
-  'a screenshot of the final page is written',
+  'back on the accounts page the payment and its status show; a screenshot of it is written',
 ];
 
 let n = 0;
@@ -114,6 +114,7 @@ async function main() {
   context.setDefaultTimeout(STEP_TIMEOUT);
   context.setDefaultNavigationTimeout(STEP_TIMEOUT);
   const page = await context.newPage();
+  let paymentStatus;
 
   const steps = [
     async () => {
@@ -153,8 +154,16 @@ async function main() {
         throw new Error(`payment status ${status} is not a successful final status`);
       }
       console.log(`# payment status ${status}`);
+      paymentStatus = status;
     },
     async () => {
+      await page.locator('#back').click();
+      await page.locator('#connected').waitFor();
+      const shown = (await page.locator('#payment-status').innerText()).trim();
+      if (shown !== paymentStatus) throw new Error(`accounts page shows payment status ${shown}`);
+      // the executed payment is in the ledger: the paying account lists it
+      const txText = await page.locator('#transactions').innerText();
+      if (!/Order 1001\s+-12\.34 EUR/.test(txText)) throw new Error('the payment is not among the transactions');
       const file = join(outDir, 'final.png');
       await page.screenshot({ path: file, fullPage: true });
       const png = readFileSync(file);

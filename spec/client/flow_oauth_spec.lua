@@ -110,7 +110,7 @@ describe("xs2a.flow (OAuth) #network", function()
   end)
 
   it("saves at the redirect and resumes in a fresh client sharing the token store", function()
-    local store = xs2a.store.memory()
+    local store = fs.store
     local client1 = fs.client("berlin", { store = store })
     local consent = new_consent(client1)
     local flow = assert(consent:authorise())
@@ -137,6 +137,9 @@ describe("xs2a.flow (OAuth) #network", function()
   end)
 
   it("resumes in a client with a brand-new store (the saved table is enough)", function()
+    -- two stores are two limiters: let the bank take both budgets at once
+    fs.configure{ rate = { per_second = 20 } }
+    finally(fs.restore)
     local client1 = fs.client("georgia")
     local consent = new_consent(client1)
     local flow = assert(consent:authorise())
@@ -149,6 +152,29 @@ describe("xs2a.flow (OAuth) #network", function()
     assert.equal("valid", step.status)
     local consent2 = client2:consent(consent.id)
     assert.is_true(#assert(consent2:accounts()) > 0)
+  end)
+
+  it("cancels a future-dated payment through a cancellation authorisation, resumed mid-way", function()
+    local client = fs.client("berlin")
+    local product, body = fs.payment("berlin", "3.00")
+    body.requestedExecutionDate = os.date("!%Y-%m-%d", os.time() + 7 * 86400)
+    local payment = assert(client:initiate_payment(product, body, { psu_ip = fs.PSU_IP }))
+    local flow = assert(payment:authorise())
+    local step = assert(flow:next{ callback = browse(assert(flow:next()), fs.ALICE) })
+    assert.equal("ACTC", step.status)
+
+    local c = assert(payment:cancel())
+    assert.is_true(c.cancellation_required)
+    local cflow = assert(payment:authorise_cancellation())
+    step = assert(cflow:next())
+    assert.equal("PIS:" .. payment.id, oauth.parse_query(step.url).scope)
+    local text = assert(json.encode(cflow:save()))
+    local callback = browse(step, fs.ALICE)
+    local resumed = assert(xs2a.resume(fs.client("berlin"), json.decode(text)))
+    step = assert(resumed:next{ callback = callback })
+    assert.equal("done", step.kind)
+    assert.equal("CANC", step.status)
+    assert.equal("CANC", (payment:current_status()))
   end)
 
   it("refuses to resume something that is not a saved flow", function()
@@ -175,7 +201,8 @@ describe("xs2a.flow (OAuth) #network", function()
       assert.equal(state, q.state)
       assert.is_string(q.confirmationCode)
       -- a callback with a forged state is refused before anything is sent
-      local bad, err = flow:next{ callback = fs.REDIRECT_URI .. "?state=forged&confirmationCode=" .. q.confirmationCode }
+      local forged = fs.REDIRECT_URI .. "?state=forged&confirmationCode=" .. q.confirmationCode
+      local bad, err = flow:next{ callback = forged }
       assert.is_nil(bad)
       assert.equal("STATE_MISMATCH", err.code)
       step = assert(flow:next{ callback = callback })

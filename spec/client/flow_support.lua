@@ -120,11 +120,25 @@ function M.log_mark()
   return #lines
 end
 
-function M.log_count(mark, pattern)
+local function count(mark, pattern)
   local lines = sandbox.shared():access_log()
   local n = 0
   for i = mark + 1, #lines do
     if lines[i]:find(pattern) then n = n + 1 end
+  end
+  return n
+end
+
+--- Lines matching `pattern` logged since `mark`. nginx writes a line just
+-- after it sent the response, so this waits (up to 2 s) until at least
+-- `want` lines are there, then returns how many there are.
+function M.log_count(mark, pattern, want)
+  want = want or 1
+  local deadline = os.time() + 2
+  local n = count(mark, pattern)
+  while n < want and os.time() <= deadline do
+    require("xs2a.parallel").sleep(0.05)
+    n = count(mark, pattern)
   end
   return n
 end

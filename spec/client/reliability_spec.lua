@@ -24,9 +24,8 @@ end
 -- nginx writes the access log line after the answer: wait until `expected`
 -- lines are there (at most 3 s), then a little longer to catch extra ones
 local function count_requests(sb, method, path_part, expected)
-  local n, statuses
   for _ = 1, 60 do
-    n, statuses = scan(sb, method, path_part)
+    local n = scan(sb, method, path_part)
     if n >= (expected or 1) then break end
     sleep(0.05)
   end
@@ -127,6 +126,22 @@ describe("client reliability #network", function()
     assert.equal(1, (count_requests(sb, "POST", "m=" .. m)))
   end)
 
+  it("leaves exactly one payment in the ledger when a payment POST's answer is lost", function()
+    local _, before = sb:control("GET", "/payments")
+    local c = client()
+    sb:fault{ kind = "drop", method = "POST", path = "/v1/payments/", count = 1 }
+    local p, err = c:initiate_payment("sepa-credit-transfers", {
+      debtorAccount = { iban = "LT203500000010001101", currency = "EUR" },
+      instructedAmount = { currency = "EUR", amount = "4.20" },
+      creditorAccount = { iban = "LT023500000010002201" }, creditorName = "Bob",
+    }, { psu_ip = "198.51.100.7" })
+    assert.is_nil(p)
+    assert.equal("unknown", err.outcome)
+    assert.is_string(err.request_id)
+    local _, after = sb:control("GET", "/payments")
+    assert.equal(#before.payments + 1, #after.payments)
+  end)
+
   it("retries a GET whose connection was dropped", function()
     local m = marker()
     sb:fault{ kind = "drop", method = "GET", path = "/_platform/ais", count = 1 }
@@ -153,6 +168,24 @@ describe("client reliability #network", function()
     assert.equal("protocol", e4.kind)
     assert.equal("unknown", e4.outcome)
     assert.is_true(errors.is_error(e4))
+  end)
+
+  it("overlaps requests of parallel tasks (a slow answer does not hold the others)", function()
+    local c = client()
+    local order = {}
+    local r = require("xs2a").parallel(
+      function()
+        assert(c:request{ method = "GET", path = AIS, service = "AIS",
+          headers = { ["X-Sandbox-Fault"] = "kind=delay; seconds=1" } })
+        order[#order + 1] = "slow"
+      end,
+      function()
+        for _ = 1, 3 do assert(c:request{ method = "GET", path = AIS, service = "AIS" }) end
+        order[#order + 1] = "quick"
+      end)
+    assert.is_true(r[1][1], tostring(r[1][2]))
+    assert.is_true(r[2][1], tostring(r[2][2]))
+    assert.same({ "quick", "slow" }, order)
   end)
 
   it("keeps a burst of 300 calls under the bank's rate limit (no 429)", function()

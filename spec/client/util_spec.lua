@@ -44,7 +44,8 @@ describe("xs2a.util", function()
 
     it("resolves hrefs with and without the root, relative and absolute", function()
       local base, root = "https://h:8443", "/xs2a/berlin/1.3"
-      assert.equal("https://h:8443/xs2a/berlin/1.3/v1/x?page=2", util.resolve(base, root, "/xs2a/berlin/1.3/v1/x?page=2"))
+      assert.equal("https://h:8443/xs2a/berlin/1.3/v1/x?page=2",
+      util.resolve(base, root, "/xs2a/berlin/1.3/v1/x?page=2"))
       assert.equal("https://h:8443/xs2a/berlin/1.3/v1/x?page=2", util.resolve(base, root, "/v1/x?page=2"))
       assert.equal("https://h:8443/xs2a/berlin/1.3/v1/x", util.resolve(base, root, "v1/x"))
       assert.equal("https://o:1/p", util.resolve(base, root, "https://o:1/p"))

@@ -170,6 +170,7 @@ function harness.start(opts)
     if started then
       local ng = setmetatable({ prefix = prefix, port = port,
         base_url = "http://127.0.0.1:" .. port }, Ng)
+      ng:watchdog()
       for _ = 1, 100 do
         local st = ng:http("GET", "/ping")
         if st == 200 then return ng end
@@ -184,6 +185,20 @@ function harness.start(opts)
   local log = read(prefix .. "/logs/error.log") or ""
   os.execute("rm -rf " .. sh_quote(prefix))
   error("test nginx did not start: " .. tostring(last) .. "\n" .. log)
+end
+
+-- A background shell that stops this nginx (by its pid file) if the busted
+-- process dies without calling stop().
+function Ng:watchdog()
+  local f = io.open("/proc/self/stat", "r")
+  local me = f and f:read("l"):match("^(%d+)")
+  if f then f:close() end
+  if not me then return end
+  local pidfile = sh_quote(self.prefix .. "/logs/nginx.pid")
+  local script = ("while kill -0 %s 2>/dev/null && [ -f %s ]; do sleep 1; done; "
+    .. "if [ -f %s ]; then kill -QUIT \"$(cat %s)\" 2>/dev/null; sleep 2; rm -rf %s; fi")
+    :format(me, pidfile, pidfile, pidfile, sh_quote(self.prefix))
+  os.execute("nohup sh -c " .. sh_quote(script) .. " >/dev/null 2>&1 </dev/null &")
 end
 
 --- Plain HTTP request to the test nginx with the curl CLI.
@@ -257,6 +272,11 @@ function Ng:stop()
   self.stopped = true
   local pid = self:pid()
   if pid then
+    -- the workers of this master, in case it has to be killed
+    local kids = {}
+    local p = io.popen("pgrep -P " .. pid .. " 2>/dev/null")
+    for line in p:lines() do kids[#kids + 1] = tonumber(line) end
+    p:close()
     os.execute("kill -QUIT " .. pid .. " 2>/dev/null")
     for _ = 1, 100 do
       if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then break end
@@ -264,8 +284,11 @@ function Ng:stop()
     end
     if os.execute("kill -0 " .. pid .. " 2>/dev/null") then
       os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+      for _, k in ipairs(kids) do os.execute("kill -KILL " .. k .. " 2>/dev/null") end
     end
   end
+  -- removing the pid file also ends the watchdog
+  os.remove(self.prefix .. "/logs/nginx.pid")
   if not os.getenv("XS2A_KEEP_PREFIX") then
     os.execute("rm -rf " .. sh_quote(self.prefix))
   end

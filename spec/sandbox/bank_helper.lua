@@ -60,18 +60,36 @@ function Tpp:accounts()
   return out, body
 end
 
-function Tpp:account(pred)
-  for _, a in ipairs(self:accounts()) do
-    if (type(pred) == "string" and (a.resourceId == pred or a.tag == pred)) or (type(pred) == "function" and pred(a)) then
+--- An account matching `pred` (tag, resourceId or function); `cached` uses the
+-- first listing (IBANs and ids never change; balances do).
+function Tpp:account(pred, cached)
+  local list
+  if cached then
+    self._cache = self._cache or self:accounts()
+    list = self._cache
+  else
+    list = self:accounts()
+  end
+  for _, a in ipairs(list) do
+    if (type(pred) == "string" and (a.resourceId == pred or a.tag == pred))
+        or (type(pred) == "function" and pred(a)) then
       return a
     end
   end
   error("no such account: " .. tostring(pred))
 end
 
-function Tpp:main() return self:account("main") end
-function Tpp:owner(name)
-  return self:account(function(a) return a.owner == name and a.kind == "account" and a.tag ~= "multicurrency" end)
+function Tpp:main(cached) return self:account("main", cached) end
+function Tpp:owner(name, cached)
+  return self:account(function(a) return a.owner == name and a.kind == "account" and a.tag ~= "multicurrency" end,
+    cached)
+end
+
+function Tpp:metadata()
+  if not self._md then
+    self._md = self:call("GET", "/.well-known/oauth-authorization-server", { cert = false }).json
+  end
+  return self._md
 end
 
 --- A consent body (allPsd2 unless `access` is given).
@@ -95,9 +113,9 @@ end
 function Tpp:payment_body(amount, creditor_iban, over)
   local ccy = self.variant == "berlin" and "EUR" or "GEL"
   local b = {
-    debtorAccount = { iban = self:main().iban },
+    debtorAccount = { iban = self:main(true).iban },
     instructedAmount = { currency = ccy, amount = amount or "10.00" },
-    creditorAccount = { iban = creditor_iban or self:owner("bob").iban },
+    creditorAccount = { iban = creditor_iban or self:owner("bob", true).iban },
     creditorName = "Bob Example",
     remittanceInformationUnstructured = "spec payment",
   }
@@ -113,7 +131,7 @@ end
 -- @return url, verifier, state, metadata
 function Tpp:authorization_url(scope, opts)
   opts = opts or {}
-  local md = self:call("GET", "/.well-known/oauth-authorization-server", { cert = false }).json
+  local md = self:metadata()
   local verifier, challenge = psu.pkce()
   local state = opts.state or uuid()
   local q = {
@@ -130,7 +148,7 @@ end
 --- POSTs a form to the token endpoint (mTLS).
 function Tpp:token(form, opts)
   opts = opts or {}
-  local md = self:call("GET", "/.well-known/oauth-authorization-server", { cert = false }).json
+  local md = self:metadata()
   local parts = {}
   for k, v in pairs(form) do parts[#parts + 1] = psu.urlencode(k) .. "=" .. psu.urlencode(v) end
   table.sort(parts)

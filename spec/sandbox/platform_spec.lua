@@ -54,13 +54,34 @@ local function sign(pki, keyname, data, opts)
     .. " " .. q(tmpdir .. "/tbs"))
 end
 
+local cache = {}
+
 local function cert_b64(pki, name)
-  return (sh("openssl x509 -in " .. q(pki .. "/" .. name) .. " -outform DER | openssl base64 -A"):gsub("%s+$", ""))
+  local key = "b64:" .. name
+  cache[key] = cache[key]
+    or (sh("openssl x509 -in " .. q(pki .. "/" .. name) .. " -outform DER | openssl base64 -A"):gsub("%s+$", ""))
+  return cache[key]
 end
 
 local function serial_and_issuer(pki, name)
-  local out = sh("openssl x509 -in " .. q(pki .. "/" .. name) .. " -noout -serial -issuer -nameopt RFC2253")
+  local key = "si:" .. name
+  cache[key] = cache[key]
+    or sh("openssl x509 -in " .. q(pki .. "/" .. name) .. " -noout -serial -issuer -nameopt RFC2253")
+  local out = cache[key]
   return out:match("serial=(%x+)"), out:match("issuer=([^\n]+)")
+end
+
+-- DER ECDSA signature -> raw r||s (n bytes each), with the sandbox's own DER reader
+local der = dofile("sandbox/lua/sandbox/der.lua")
+local function der_to_raw(sig, n)
+  local _, a, b = der.tlv(sig, 1, #sig)
+  local _, ra, rb, nxt = der.tlv(sig, a, b)
+  local _, sa, sb_ = der.tlv(sig, nxt, b)
+  local function fix(x)
+    x = x:gsub("^%z+", "")
+    return string.rep("\0", n - #x) .. x
+  end
+  return fix(sig:sub(ra, rb)) .. fix(sig:sub(sa, sb_))
 end
 
 local function uuid()
@@ -123,7 +144,7 @@ describe("sandbox platform", function()
 
   describe("process control", function()
     it("starts a private instance and stops it leaving no process behind", function()
-      local own = sandbox.start{ workers = 2 }
+      local own = sandbox.start{ workers = 2, config = { platform_test_routes = true, rate = { per_hour = 3 } } }
       assert.is_true(own:running())
       local workers = {}
       for pid in sh("ps -o pid= --ppid " .. own.pid):gmatch("%d+") do workers[#workers + 1] = pid end
@@ -131,6 +152,13 @@ describe("sandbox platform", function()
       local res = own:request{ path = "/_sandbox/ping", cert = false }
       assert.are.equal(200, res.status)
       assert.are.equal(own.port, res.json.port)
+      -- the rate counters are shared by the workers (each curl is a new connection)
+      local statuses = {}
+      for i = 1, 5 do
+        statuses[i] = own:request{ path = "/xs2a/berlin/1.3/v1/_platform/ais",
+          headers = { ["X-Request-ID"] = uuid() } }.status
+      end
+      assert.are.same({ 200, 200, 200, 429, 429 }, statuses)
       own:stop()
       assert.is_false(own:running())
       for _, pid in ipairs(workers) do
@@ -144,7 +172,8 @@ describe("sandbox platform", function()
       ais{ headers = { ["X-Request-ID"] = rid } }
       local lines = sb:access_log()
       local last = lines[#lines]
-      assert.truthy(last:match('^127%.0%.0%.1 %d+ %d+ "GET /xs2a/berlin/1%.3/v1/_platform/ais HTTP/[%d%.]+" 200$'), last)
+      local pattern = '^127%.0%.0%.1 %d+ %d+ "GET /xs2a/berlin/1%.3/v1/_platform/ais HTTP/[%d%.]+" 200$'
+      assert.truthy(last:match(pattern), last)
     end)
   end)
 
@@ -397,14 +426,16 @@ describe("sandbox platform", function()
       }
       local lines = {}
       for i, n in ipairs(pars) do lines[i] = n .. ": " .. values[n] end
+      local seal = opts.ec and "qseal-ec" or "qseal"
       local protected = json.encode{
-        alg = "RS256", b64 = false, crit = { "sigT", "sigD", "b64" },
+        alg = opts.ec and "ES256" or "RS256", b64 = false, crit = { "sigT", "sigD", "b64" },
         sigT = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + (opts.skew or 0)),
         sigD = { pars = pars, mId = "http://uri.etsi.org/19182/HttpHeaders" },
-        x5c = { cert_b64(sb.pki, "qseal.pem") },
+        x5c = { cert_b64(sb.pki, seal .. ".pem") },
       }
       local ph = b64url(protected)
-      local sig = sign(sb.pki, "qseal.key", ph .. "." .. table.concat(lines, "\n"))
+      local sig = sign(sb.pki, seal .. ".key", ph .. "." .. table.concat(lines, "\n"))
+      if opts.ec then sig = der_to_raw(sig, 32) end
       h["x-jws-signature"] = ph .. ".." .. b64url(sig)
       return h
     end
@@ -430,6 +461,12 @@ describe("sandbox platform", function()
       local out = sh("openssl dgst -sha256 -verify " .. q(tmpdir .. "/seal.pub") .. " -signature "
         .. q(tmpdir .. "/resp.sig") .. " " .. q(tmpdir .. "/resp.tbs"))
       assert.truthy(out:find("Verified OK", 1, true), out)
+    end)
+
+    it("accepts ES256 with a raw r||s signature", function()
+      local body = psu_body()
+      local res = sb:request{ method = "POST", path = path, body = body, headers = jws_headers(body, { ec = true }) }
+      assert.are.equal(200, res.status, res.body)
     end)
 
     it("rejects a tampered body, an old sigT and missing signed headers", function()
@@ -511,6 +548,16 @@ describe("sandbox platform", function()
     it("answers 404 for unknown control paths", function()
       assert.are.equal(404, (sb:control("GET", "/nope")))
     end)
+
+    it("checks decoupled decisions and dumps the bank's accounts and payments", function()
+      assert.are.equal(400, (sb:control("POST", "/decoupled/some-id", { decision = "maybe" })))
+      local status, body = sb:control("GET", "/accounts")
+      assert.are.equal(200, status)
+      assert.is_table(body)
+      status, body = sb:control("GET", "/payments")
+      assert.are.equal(200, status)
+      assert.is_table(body)
+    end)
   end)
 end)
 
@@ -552,10 +599,34 @@ describe("sandbox faults", function()
     assert.are.equal(200, (sb:control("DELETE", "/faults")))
   end)
 
-  it("delays an answer", function()
-    local res = ais{ ["X-Sandbox-Fault"] = "kind=delay; seconds=1" }
-    assert.are.equal(200, res.status)
-    assert.is_true(res.time >= 0.9, "answered after " .. tostring(res.time))
+  it("delays an answer, and a held request counts against the concurrency limit", function()
+    sb:config{ rate = { concurrent = 1 } }
+    local out = os.tmpname()
+    os.remove(out)
+    os.execute(table.concat({
+      "curl -s -o /dev/null --max-time 10 --http1.1",
+      "--cacert", q(sb.pki .. "/ca.pem"), "--cert", q(sb.pki .. "/qwac.pem"), "--key", q(sb.pki .. "/qwac.key"),
+      "-H", q("X-Request-ID: " .. uuid()), "-H", q("X-Sandbox-Fault: kind=delay; seconds=1"),
+      "-w", q("%{http_code} %{time_total}"), q(sb.roots.berlin .. "/v1/_platform/ais"),
+      ">", q(out .. ".tmp"), "&& mv", q(out .. ".tmp"), q(out), "&",
+    }, " "))
+    os.execute("sleep 0.3")
+    local res = ais()
+    assert.are.equal(429, res.status)
+    assert.are.equal("ACCESS_EXCEEDED", res.json.code)
+    assert.are.equal("1", res.headers["retry-after"])
+    local text
+    for _ = 1, 100 do
+      local f = io.open(out)
+      if f then text = f:read("*a") f:close() break end
+      os.execute("sleep 0.1")
+    end
+    local code, t = tostring(text):match("^(%d+) ([%d%.]+)")
+    assert.are.equal("200", code)
+    assert.is_true(tonumber(t) >= 0.9, "answered after " .. tostring(t))
+    os.remove(out)
+    assert.are.equal(200, ais().status)             -- the slot is free again
+    sb:config{ rate = { concurrent = 20 } }
   end)
 
   it("answers malformed JSON", function()

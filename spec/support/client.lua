@@ -62,6 +62,31 @@ function M.new_client(variant, overrides, sb)
   return client, events
 end
 
+--- Drives the SCA flow of `resource` (consent, payment, cancellation) through
+-- the sandbox's OAuth/redirect page as the PSU's browser would.
+-- @param resource the object with `authorise` (or `authorise_cancellation` when `opts.cancellation`)
+-- @param opts `{ username = "alice", password = "alice-pass", decision = "approve"|"deny", cancellation = bool }`
+-- @return the final step (`{ kind = "done", status = ... }`) or nil, err
+function M.authorise(resource, opts)
+  opts = opts or {}
+  local psu = require "support.psu"
+  local flow, ferr
+  if opts.cancellation then flow, ferr = resource:authorise_cancellation(opts.flow) else
+    flow, ferr = resource:authorise(opts.flow) end
+  if not flow then return nil, ferr end
+  local step, err = flow:next()
+  for _ = 1, 10 do
+    if not step then return nil, err end
+    if step.kind == "done" then return step end
+    if step.kind ~= "redirect" then return nil, "unexpected step " .. tostring(step.kind) end
+    local location, page = psu.authorize(step.url, { username = opts.username or "alice",
+      password = opts.password or "alice-pass", decision = opts.decision or "approve" })
+    if not location then return nil, "PSU page failed: " .. tostring(page and (page.error or page.status)) end
+    step, err = flow:next{ callback = location }
+  end
+  return nil, "flow did not finish"
+end
+
 --- The sandbox's base URL and PKI for a spec that builds its own options.
 function M.sandbox(sb)
   return sb or sandbox.shared()

@@ -9,19 +9,31 @@
 -- `res` = `{ status, headers = { lowercase = "v1, v2" }, header_list, body,
 -- reused, http_version, time = { total = s } }`; `err` = `{ code, message, sent }`.
 --
--- Nothing here blocks the worker: every wait is a cosocket yield. TLS peer
--- verification uses the trust store nginx was given with the
--- `lua_ssl_trusted_certificate` directive (and `lua_ssl_verify_depth`); the
--- `ca_file` option cannot change it per request and is only kept for
--- documentation, so it must name the same file. The client certificate
--- (`identity`) is parsed once per identity and handed to each new
--- connection with `setclientcert`. Connections are kept alive in pools keyed
--- by host, port, SNI name and the SHA-256 fingerprint of the client
--- certificate, so two identities never share a connection.
+-- Nothing here blocks the worker: every wait is a cosocket yield.
+--
+-- TLS: nginx verifies the server certificate against the file of the
+-- `lua_ssl_trusted_certificate` directive (depth `lua_ssl_verify_depth`) and
+-- the host name against the SNI name. Without that directive every handshake
+-- fails. `ca_file`, when given, is checked in addition: the server
+-- certificate must also chain to a certificate in that file (the issuing CA,
+-- since the leaf is all the TLS session keeps); give it the same file as the
+-- directive. For IP-literal hosts no SNI is sent (RFC 6066) and the
+-- certificate's IP addresses are compared with the host here.
+--
+-- The client certificate (`identity`) is parsed once per identity with
+-- `ngx.ssl.parse_pem_cert`/`parse_pem_priv_key` (the key PEM is exported,
+-- parsed and dropped at once) and handed to each new connection with
+-- `setclientcert` (lua-nginx-module >= 0.10.23, lua-resty-core >= 0.1.25).
+--
+-- Connections are kept alive per worker in pools keyed by host, port, SNI
+-- name, the SHA-256 fingerprint of the client certificate, the verification
+-- settings and the optional `pool` name, so two identities never share a
+-- connection and transports with the same settings share the pool.
 --
 -- In phases without cosockets (init, init_worker, set, log, header_filter,
--- body_filter, ...) `request` returns `nil, { code = "unavailable" }` at once;
--- move such work into `ngx.timer.at(0, fn)`.
+-- body_filter, ...) `request` returns `nil, { code = "unavailable",
+-- message = "cosockets unavailable in <phase>" }` at once; move such work
+-- into `ngx.timer.at(0, fn)`.
 -- @module xs2a.transport.ngx
 
 local M = {}
@@ -324,10 +336,13 @@ local function read_line(conn, deadline, what)
   local reader = conn.line_reader
   local parts, n = {}, 0
   while true do
-    local data, err = reader(4096)
+    local data, err, partial = reader(4096)
     if not data then
       if err then
-        conn.got_bytes = conn.got_bytes or n > 0
+        if partial and partial ~= "" then conn.got_bytes = true end
+        if partial and partial:find("\n", 1, true) then
+          return fail("protocol", what .. ": bare LF in line", true)
+        end
         return io_error(err, what)
       end
       break
@@ -335,13 +350,11 @@ local function read_line(conn, deadline, what)
     n = n + #data
     conn.got_bytes = true
     if n > MAX_LINE then return fail("protocol", what .. ": line too long", true) end
+    -- lines end in CRLF; a bare LF would otherwise only show at the limit
+    if data:find("\n", 1, true) then return fail("protocol", what .. ": bare LF in line", true) end
     parts[#parts + 1] = data
   end
-  local line = table.concat(parts)
-  if line:find("\n", 1, true) then
-    return fail("protocol", what .. ": bare LF in line", true)
-  end
-  return line
+  return table.concat(parts)
 end
 
 local function read_exact(conn, deadline, size, what)

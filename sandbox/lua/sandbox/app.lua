@@ -312,10 +312,6 @@ function _M.handle(cert_error)
   local fault
   if settings.faults then
     fault = require("sandbox.faults").take(ctx)
-    if fault and fault.kind == "delay" then
-      ngx.sleep(tonumber(fault.seconds) or 1)
-      fault = nil
-    end
     if fault and fault.kind == "status" then
       return require("sandbox.faults").status(ctx, fault)
     end
@@ -334,7 +330,10 @@ function _M.handle(cert_error)
     local sok, err = pcall(require("sandbox.sig").sign_response, ctx, rs, rh, rb, settings)
     if not sok then ngx.log(ngx.ERR, "sandbox: cannot sign the response: ", err) end
   end
-  if fault then
+  if fault and fault.kind == "delay" then
+    -- after the handler, so a slow answer holds its concurrency slot
+    ngx.sleep(tonumber(fault.seconds) or 1)
+  elseif fault then
     return require("sandbox.faults").apply(ctx, fault, rs, rh, rb)
   end
   return http.write(rs, rh, rb)

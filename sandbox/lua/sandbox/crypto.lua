@@ -38,6 +38,8 @@ int EVP_PKEY_CTX_set_rsa_padding(EVP_PKEY_CTX *ctx, int pad);
 int EVP_PKEY_CTX_set_rsa_pss_saltlen(EVP_PKEY_CTX *ctx, int len);
 int EVP_PKEY_get_base_id(const EVP_PKEY *pkey);
 int EVP_PKEY_get_bits(const EVP_PKEY *pkey);
+int EVP_PKEY_base_id(const EVP_PKEY *pkey);
+int EVP_PKEY_bits(const EVP_PKEY *pkey);
 void EVP_PKEY_free(EVP_PKEY *pkey);
 X509 *d2i_X509(X509 **px, const unsigned char **in, long len);
 void X509_free(X509 *a);
@@ -72,6 +74,15 @@ else
 end
 
 local ffi_new, ffi_string, ffi_gc, ffi_cast = ffi.new, ffi.string, ffi.gc, ffi.cast
+
+-- OpenSSL 3 renamed these; 1.1 has the old names
+local function sym(new, old)
+  local ok, f = pcall(function() return C[new] end)
+  if ok then return f end
+  return C[old]
+end
+local pkey_base_id = sym("EVP_PKEY_get_base_id", "EVP_PKEY_base_id")
+local pkey_bits = sym("EVP_PKEY_get_bits", "EVP_PKEY_bits")
 
 local EVP_PKEY_RSA, EVP_PKEY_RSA_PSS, EVP_PKEY_EC = 6, 912, 408
 local RSA_PKCS1_PSS_PADDING = 6
@@ -233,14 +244,14 @@ function _M.public_key(x)
   local k = C.X509_get_pubkey(x)
   if k == nil then return nil, ssl_error("X509_get_pubkey") end
   k = ffi_gc(k, C.EVP_PKEY_free)
-  local id = C.EVP_PKEY_get_base_id(k)
+  local id = pkey_base_id(k)
   local kind = (id == EVP_PKEY_RSA and "rsa") or (id == EVP_PKEY_RSA_PSS and "rsa-pss")
     or (id == EVP_PKEY_EC and "ec") or "other"
-  return k, kind, tonumber(C.EVP_PKEY_get_bits(k))
+  return k, kind, tonumber(pkey_bits(k))
 end
 
 local function key_kind(k)
-  local id = C.EVP_PKEY_get_base_id(k)
+  local id = pkey_base_id(k)
   return (id == EVP_PKEY_RSA and "rsa") or (id == EVP_PKEY_RSA_PSS and "rsa-pss")
     or (id == EVP_PKEY_EC and "ec") or "other"
 end

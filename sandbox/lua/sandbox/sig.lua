@@ -331,7 +331,7 @@ local function verify_jws(ctx, route)
   if status then return status, code, detail end
 
   if type(hdr.x5c) ~= "table" or type(hdr.x5c[1]) ~= "string" then return invalid("x5c is missing") end
-  local cert_der = ngx.decode_base64(hdr.x5c[1])
+  local cert_der = ngx.decode_base64(hdr.x5c[1]) or b64.decode_base64url(hdr.x5c[1])
   if not cert_der then return invalid("x5c[0] is not base64") end
   local info, pkey, kind = signer_cert(ctx, route, cert_der)
   if not info then return invalid(pkey) end

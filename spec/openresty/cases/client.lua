@@ -40,8 +40,14 @@ end
 
 local function err_fields(err)
   if not err then return nil end
-  return { status = err.status, code = err.code, kind = err.kind, retry_after = err.retry_after,
-    outcome = err.outcome, text = tostring(err) }
+  if type(err) ~= "table" then return { text = tostring(err) } end
+  local out = { text = tostring(err) }
+  for k, v in pairs(err) do
+    if type(k) == "string" and (type(v) == "string" or type(v) == "number" or type(v) == "boolean") then
+      out[k] = v
+    end
+  end
+  return out
 end
 
 --- Creates a consent, starts its OAuth flow and saves the flow in the store.

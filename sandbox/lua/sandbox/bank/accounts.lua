@@ -287,6 +287,11 @@ local function transactions(kind)
       local e = card_check(ctx)
       if e then return common.unpack(e) end
     end
+    local accept = common.header(ctx, "accept")
+    if accept and not (accept:find("json", 1, true) or accept:find("*/*", 1, true)
+        or accept:find("application/*", 1, true)) then
+      return common.err(ctx, 406, "REQUESTED_FORMATS_INVALID", "transactions are available as application/json only")
+    end
     local status = arg(ctx, "bookingStatus")
     if not status or not BOOKING[status] or (kind == "card" and status == "information") then
       return common.err(ctx, 400, "FORMAT_ERROR", "bookingStatus must be booked, pending, both or information")
@@ -295,7 +300,9 @@ local function transactions(kind)
     if status ~= "information" then
       if not from then return common.err(ctx, 400, "FORMAT_ERROR", "dateFrom is required") end
     end
-    if from and not common.is_date(from) then return common.err(ctx, 400, "FORMAT_ERROR", "dateFrom must be YYYY-MM-DD") end
+    if from and not common.is_date(from) then
+      return common.err(ctx, 400, "FORMAT_ERROR", "dateFrom must be YYYY-MM-DD")
+    end
     if to and not common.is_date(to) then return common.err(ctx, 400, "FORMAT_ERROR", "dateTo must be YYYY-MM-DD") end
     to = to or common.today()
     if from and from > to then return common.err(ctx, 400, "PERIOD_INVALID", "dateFrom lies after dateTo") end
@@ -434,10 +441,9 @@ _M.routes = {
   { method = "POST", pattern = "^/v1/funds%-confirmations$", handler = funds_confirmation,
     auth = "mtls", service = "PIIS" },
 }
-for _, m in ipairs({ "GET", "POST", "PUT", "DELETE" }) do
-  _M.routes[#_M.routes + 1] = { method = m, pattern = "^/v1/signing%-baskets$", handler = signing_baskets, auth = "mtls" }
-  _M.routes[#_M.routes + 1] = { method = m, pattern = "^/v1/signing%-baskets/.+$", handler = signing_baskets,
-    auth = "mtls" }
-end
+_M.routes[#_M.routes + 1] = { method = "*", pattern = "^/v1/signing%-baskets$", handler = signing_baskets,
+  auth = "mtls" }
+_M.routes[#_M.routes + 1] = { method = "*", pattern = "^/v1/signing%-baskets/.+$", handler = signing_baskets,
+  auth = "mtls" }
 
 return _M

@@ -65,7 +65,9 @@ local function check_access(access)
   end
   for _, k in ipairs(ALL_KEYS) do
     if access[k] ~= nil then
-      if not ALL_VALUES[access[k]] then return nil, "access." .. k .. " must be allAccounts or allAccountsWithOwnerName" end
+      if not ALL_VALUES[access[k]] then
+        return nil, "access." .. k .. " must be allAccounts or allAccountsWithOwnerName"
+      end
       out[k] = access[k]
       any = true
     end

@@ -57,7 +57,8 @@ function _M.authorise_form(opts)
   end
   out[#out + 1] = "<label>User name <input type=\"text\" name=\"username\" autocomplete=\"username\" value=\""
     .. esc(opts.username or "") .. "\"></label>"
-  out[#out + 1] = "<label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\"></label>"
+  out[#out + 1] = "<label>Password <input type=\"password\" name=\"password\""
+    .. " autocomplete=\"current-password\"></label>"
   out[#out + 1] = "<p><button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>"
   out[#out + 1] = "<button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></p>"
   out[#out + 1] = "</form>"
@@ -71,7 +72,7 @@ end
 
 --- A 302 to `url`.
 function _M.redirect(url)
-  return 302, nil, { ["Location"] = url, ["Cache-Control"] = "no-store" }
+  return 302, "", { ["Location"] = url, ["Cache-Control"] = "no-store" }
 end
 
 return _M

@@ -189,7 +189,9 @@ local function check_body(ctx, service, product, b)
       end
       for _, m in ipairs(b.monthsOfExecution) do
         local n = type(m) == "string" and m:match("^%d%d?$") and tonumber(m)
-        if not n or n < 1 or n > 12 then return nil, "FORMAT_ERROR", "monthsOfExecution entries must be \"1\"..\"12\"" end
+        if not n or n < 1 or n > 12 then
+          return nil, "FORMAT_ERROR", "monthsOfExecution entries must be \"1\"..\"12\""
+        end
       end
     elseif f.variable then
       return nil, "FORMAT_ERROR", "MonthlyVariable needs monthsOfExecution"
@@ -514,7 +516,7 @@ local function get(ctx, p)
   return 200, body
 end
 
-local function status(ctx, p)
+local function status(_, p)
   local body = { transactionStatus = p.status }
   if not FINAL[p.status] then
     body.fundsAvailable = ledger.funds_available(p.variant, p.debtor_iban, p.currency, p.amount) == true
@@ -570,7 +572,8 @@ _M.routes = {}
 for _, service in ipairs(SERVICES) do
   local root = "^/v1/" .. service:gsub("%-", "%%-") .. "/" .. ID
   local function add(method, suffix, handler, extra)
-    local r = { method = method, pattern = root .. suffix .. "$", handler = handler, auth = "mtls", service = "PIS" }
+    local r = { method = method, pattern = root .. suffix:gsub("%-", "%%-") .. "$", handler = handler,
+      auth = "mtls", service = "PIS" }
     for k, v in pairs(extra or {}) do r[k] = v end
     _M.routes[#_M.routes + 1] = r
   end

@@ -82,7 +82,9 @@ function _M.psu_allowed(res, kind, psu)
   if not common.PSUS[psu] then return false, "unknown PSU" end
   local approvals = res[approvals_field(kind)] or {}
   for _, p in ipairs(approvals) do
-    if p == psu then return false, "you have already authorised this " .. (kind == "consent" and "consent" or "payment") end
+    if p == psu then
+      return false, "you have already authorised this " .. (kind == "consent" and "consent" or "payment")
+    end
   end
   if #approvals == 0 or kind == "cancellation" then
     return hooks(kind).owner_check(res, kind, psu)
@@ -104,7 +106,8 @@ function _M.choose(ctx)
   local pref = common.bool_header(ctx, "tpp-redirect-preferred")
   local dpref = common.bool_header(ctx, "tpp-decoupled-preferred")
   if pref == "bad" or dpref == "bad" then
-    return nil, { common.err(ctx, 400, "FORMAT_ERROR", "TPP-Redirect-Preferred/TPP-Decoupled-Preferred must be true or false") }
+    return nil, { common.err(ctx, 400, "FORMAT_ERROR",
+      "TPP-Redirect-Preferred/TPP-Decoupled-Preferred must be true or false") }
   end
   if cfg.honour_preferred == false then return approach end
   if dpref == true then
@@ -415,7 +418,8 @@ local function password_step(ctx, res, auth, base_path, body, status)
   local ok, why = _M.psu_allowed(res, auth.kind, psu)
   if not ok then return common.err(ctx, 409, "STATUS_INVALID", why) end
   set_status(auth, "psuAuthenticated", { psu = psu })
-  return respond(ctx, base_path, auth, { scaMethods = sca_methods(), psuMessage = "Choose how to receive your one-time password." }, status)
+  return respond(ctx, base_path, auth,
+    { scaMethods = sca_methods(), psuMessage = "Choose how to receive your one-time password." }, status)
 end
 
 local function select_step(ctx, auth, base_path, body)
