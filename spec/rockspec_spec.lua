@@ -60,6 +60,7 @@ describe("lua-xs2a-scm-1.rockspec", function()
     os.remove(tree)
     finally(function() os.execute("rm -rf '" .. tree .. "'") end)
     local arch = lines("gcc -dumpmachine")[1]
+    -- lua-cjson comes from the OS here (Debian's lua-cjson), not from a rocks tree
     local cmd = ("luarocks --lua-version=5.4 --tree='%s' make --deps-mode=none lua-xs2a-scm-1.rockspec "
       .. "CURL_INCDIR=/usr/include/%s OPENSSL_INCDIR=/usr/include > '%s.log' 2>&1"):format(tree, arch, tree)
     local ok = os.execute(cmd)
@@ -69,7 +70,7 @@ describe("lua-xs2a-scm-1.rockspec", function()
     local probe = ("lua5.4 -e \"package.path='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua;'"
       .. "..package.path; package.cpath='%s/lib/lua/5.4/?.so;'..package.cpath; "
       .. "local x = require 'xs2a'; local id = assert(x.identity{cert='%s', key='%s'}); "
-      .. "print(package.searchpath('xs2a.core', package.cpath), id:info().organization_identifier)\"")
+      .. "print(package.searchpath('xs2a.core', package.cpath) .. ' ' .. id:info().organization_identifier)\"")
       :format(tree, tree, tree, helper.pki("qwac.pem"), helper.pki("qwac.key"))
     local out = lines(probe .. " 2>&1")
     assert.matches("^" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5%.4/xs2a/core%.so PSDLT%-BOL%-TPP001$", out[1] or "")

@@ -436,21 +436,25 @@ function Client:request(req)
   local idempotent = req.idempotent
   if idempotent == nil then idempotent = method == "GET" or method == "HEAD" end
 
-  -- frequencyPerDay for AIS reads without the PSU
-  local freq_undo
+  -- frequencyPerDay for AIS reads without the PSU: one unit per attempt
+  -- that reaches the bank (given back when the bank refused before counting)
+  local freq_max, freq_resource
   if service == "AIS" and method == "GET" and req.consent_id and not psu_present(req.psu) and not req.follow
       and is_ais_read(path) and self.limiter then
-    local max_fpd = req.frequency_per_day or self:consent_frequency(req.consent_id)
-    if max_fpd then
-      local resource = str_match(path, "^([^?]*)")
-      local ok, ferr_or_undo = self.limiter:frequency(req.consent_id, resource, max_fpd)
-      if not ok then
-        ferr_or_undo.method, ferr_or_undo.path = method, util.mask_text(path)
-        self:log("warn", "limit", { method = method, path = path, code = ferr_or_undo.code })
-        return nil, ferr_or_undo
-      end
-      freq_undo = ferr_or_undo
+    freq_max = req.frequency_per_day or self:consent_frequency(req.consent_id)
+    freq_resource = str_match(path, "^([^?]*)")
+  end
+  local freq_undo
+  local function reserve()
+    if not freq_max or freq_undo then return true end
+    local ok, ferr_or_undo = self.limiter:frequency(req.consent_id, freq_resource, freq_max)
+    if not ok then
+      ferr_or_undo.method, ferr_or_undo.path = method, util.mask_text(path)
+      self:log("warn", "limit", { method = method, path = path, code = ferr_or_undo.code })
+      return nil, ferr_or_undo
     end
+    freq_undo = ferr_or_undo
+    return true
   end
 
   local attempt, refreshed = 0, false
@@ -458,6 +462,8 @@ function Client:request(req)
   local first_id
   while true do
     attempt = attempt + 1
+    local fok, ferr = reserve()
+    if not fok then return nil, ferr end
     local res, err, retry_safe, request_id = self:_attempt(req, method, url, path, body, ctype, service,
       idempotent, attempt)
     first_id = first_id or request_id

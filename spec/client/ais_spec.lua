@@ -171,7 +171,7 @@ for _, variant in ipairs({ "berlin", "georgia" }) do
       assert(c:accounts())
       local acc, err = c:accounts()
       assert.is_nil(acc)
-      assert.equal("limit", err.kind)
+      assert.equal("limit", err.kind, tostring(err))
       assert.equal("ACCESS_EXCEEDED", err.code)
       -- with the PSU present the call is not counted
       assert(c:accounts(PSU))

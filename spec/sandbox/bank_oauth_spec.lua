@@ -122,6 +122,14 @@ describe("sandbox bank #network OAuth", function()
       local r2 = berlin:token({ grant_type = "refresh_token", refresh_token = r1.json.refresh_token,
         client_id = "PSDLT-BOL-TPP001" })
       assert.equal(200, r2.status)
+      -- once the TPP deletes the consent, neither token nor refresh helps
+      assert.equal(204, berlin:call("DELETE", "/v1/consents/" .. id).status)
+      local gone = berlin:ais("/v1/accounts", id, r2.json.access_token)
+      assert.equal(401, gone.status)
+      assert.equal("CONSENT_INVALID", gone.json.code)
+      local r3 = berlin:token({ grant_type = "refresh_token", refresh_token = r2.json.refresh_token,
+        client_id = "PSDLT-BOL-TPP001" })
+      assert.equal("invalid_grant", r3.json.error)
     end)
 
     it("rejects a wrong code_verifier, a wrong redirect_uri and another client's id", function()

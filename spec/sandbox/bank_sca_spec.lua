@@ -191,6 +191,39 @@ describe("sandbox bank #network SCA approaches", function()
       assert.equal("RJCT", georgia:call("GET", "/v1/payments/domestic/" .. pay.json.paymentId .. "/status")
         .json.transactionStatus)
     end)
+
+    it("authorises a future-dated payment and its cancellation (cancellation-authorisations)", function()
+      sca({ approach = "embedded" })
+      local date = os.date("!%Y-%m-%d", os.time() + 10 * 86400)
+      local pay = berlin:call("POST", "/v1/payments/target-2-payments",
+        { body = berlin:payment_body("3.00", nil, { requestedExecutionDate = date }) })
+      assert.equal(201, pay.status)
+      local path = "/v1/payments/target-2-payments/" .. pay.json.paymentId
+      local function embedded(start_link)
+        local a = berlin:call("POST", nil, { url = href(berlin, start_link),
+          body = { psuData = { password = "alice-pass" } }, headers = { ["PSU-ID"] = "alice" } })
+        assert.equal(201, a.status)
+        local chosen = put(berlin, a.json._links.selectAuthenticationMethod, { authenticationMethodId = "sms" })
+        return put(berlin, chosen.json._links.authoriseTransaction, { scaAuthenticationData = "123456" }), a
+      end
+      local alice0 = berlin:main()
+      local done = embedded(pay.json._links.startAuthorisationWithPsuAuthentication)
+      assert.equal("finalised", done.json.scaStatus)
+      assert.equal("ACTC", berlin:call("GET", path .. "/status").json.transactionStatus)
+      assert.equal(alice0.balance, berlin:main().balance)        -- waits for its date
+      local unknown = put(berlin, { href = berlin.path_root .. path .. "/authorisations/nope" },
+        { scaAuthenticationData = "123456" })
+      assert.equal(403, unknown.status)
+      assert.equal("RESOURCE_UNKNOWN", unknown.json.code)
+
+      local del = berlin:call("DELETE", path)
+      assert.equal(202, del.status)
+      local cancel, started = embedded(del.json._links.startAuthorisationWithPsuAuthentication)
+      assert.equal("finalised", cancel.json.scaStatus)
+      assert.truthy(started.json._links.scaStatus.href:find("/cancellation-authorisations/", 1, true))
+      assert.equal("CANC", berlin:call("GET", path .. "/status").json.transactionStatus)
+      assert.equal("CANC", berlin:call("GET", path).json.transactionStatus)
+    end)
   end)
 
   describe("multilevel", function()
@@ -244,6 +277,12 @@ describe("sandbox bank #network SCA approaches", function()
       assert.equal("REDIRECT", o.headers["aspsp-sca-approach"])
       assert.truthy(o.json._links.scaOAuth)
       assert.equal(400, berlin:create_consent(nil, { ["TPP-Redirect-Preferred"] = "maybe" }).status)
+      -- explicit start requested: no implicit authorisation
+      local x = berlin:create_consent(nil, { ["TPP-Explicit-Authorisation-Preferred"] = "true" })
+      assert.truthy(x.json._links.startAuthorisation)
+      assert.is_nil(x.json._links.scaOAuth)
+      local ids = berlin:call("GET", "/v1/consents/" .. x.json.consentId .. "/authorisations")
+      assert.equal('{"authorisationIds":[]}', ids.body)
     end)
   end)
 end)

@@ -223,6 +223,17 @@ describe("sandbox platform", function()
       assert.are.equal("ROLE_INVALID", res.json.code)
     end)
 
+    it("guards the bank's payment initiation: role first, then the signature", function()
+      local url = "/xs2a/berlin/1.3/v1/payments/sepa-credit-transfers"
+      local h = { ["X-Request-ID"] = uuid(), ["PSU-IP-Address"] = "192.0.2.10" }
+      local res = sb:request{ method = "POST", path = url, cert = "qwac-ai", body = psu_body(), headers = h }
+      assert.are.equal(401, res.status)
+      assert.are.equal("ROLE_INVALID", res.json.code)
+      res = sb:request{ method = "POST", path = url, body = psu_body(), headers = h }
+      assert.are.equal(401, res.status)
+      assert.are.equal("SIGNATURE_MISSING", res.json.code)
+    end)
+
     it("serves browser pages without a certificate", function()
       local res = sb:request{ path = "/xs2a/berlin/1.3/_platform/page", cert = false }
       assert.are.equal(200, res.status)
@@ -450,10 +461,13 @@ describe("sandbox platform", function()
       local ph, sig = res.headers["x-jws-signature"]:match("^([%w_%-]+)%.%.([%w_%-]+)$")
       assert.is_string(ph)
       local hdr = json.decode(b64url_decode(ph))
-      assert.are.same({ "(response-status)", "x-request-id", "content-type", "digest" }, hdr.sigD.pars)
+      assert.are.same({ "(response-status)", "x-request-id", "content-type", "content-length", "digest" },
+        hdr.sigD.pars)
+      assert.are.equal(tostring(#res.body), res.headers["content-length"])
       local lines = {
         "(response-status): 200", "x-request-id: " .. res.headers["x-request-id"],
-        "content-type: " .. res.headers["content-type"], "digest: " .. res.headers["digest"],
+        "content-type: " .. res.headers["content-type"], "content-length: " .. res.headers["content-length"],
+        "digest: " .. res.headers["digest"],
       }
       write(tmpdir .. "/resp.tbs", ph .. "." .. table.concat(lines, "\n"))
       write(tmpdir .. "/resp.sig", b64url_decode(sig))

@@ -26,6 +26,13 @@ function M.identity(name)
   return identities[name]
 end
 
+local shared_store
+--- The process-wide memory store used by default.
+function M.shared_store()
+  shared_store = shared_store or require("xs2a.store").memory()
+  return shared_store
+end
+
 M.PROFILES = { berlin = "paysera-berlin", georgia = "paysera-georgia" }
 
 --- Builds a client for `sb` (default: the shared sandbox).
@@ -40,7 +47,9 @@ function M.new_client(variant, overrides, sb)
     qwac = M.identity("qwac"),
     qseal = M.identity("qseal"),
     redirect_uri = "https://tpp.example/callback",
-    store = require("xs2a.store").memory(),
+    -- one store for every spec client of this process: they share the
+    -- sandbox's per-TPP rate budget, so they share the limiter state too
+    store = M.shared_store(),
   }
   local events
   for k, v in pairs(overrides) do

@@ -149,11 +149,15 @@ function M.start(opts)
   local lpid = my_pid()
   if lpid then
     local pidfile = dir .. "/logs/nginx.pid"
+    -- (a dead parent may linger as a zombie, which kill -0 still finds)
     local wd = string.format(
-      "while kill -0 %s 2>/dev/null && [ -f %s ]; do sleep 1; done; " ..
+      "while kill -0 %s 2>/dev/null && [ -f %s ] && " ..
+      "[ \"$(awk '{ print $3 }' /proc/%s/stat 2>/dev/null)\" != Z ]; do sleep 1; done; " ..
       "if [ -f %s ]; then sh %s stop --dir %s; rm -rf %s; fi",
-      lpid, shell_quote(pidfile), shell_quote(pidfile), shell_quote(script()), shell_quote(dir), shell_quote(dir))
-    os.execute("nohup sh -c " .. shell_quote(wd) .. " >/dev/null 2>&1 </dev/null &")
+      lpid, shell_quote(pidfile), lpid, shell_quote(pidfile), shell_quote(script()), shell_quote(dir), shell_quote(dir))
+    -- its own session (setsid), so a signal to our process group spares it
+    os.execute("if command -v setsid >/dev/null 2>&1; then setsid sh -c " .. shell_quote(wd)
+      .. " >/dev/null 2>&1 </dev/null & else nohup sh -c " .. shell_quote(wd) .. " >/dev/null 2>&1 </dev/null & fi")
   end
   return sb
 end

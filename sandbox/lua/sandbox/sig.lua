@@ -426,7 +426,8 @@ local function ecdsa_der_to_raw(sig, n)
 end
 
 --- Adds Digest and x-jws-signature to a rendered response (in place), signed
--- with the bank's seal: (response-status), x-request-id, content-type, digest.
+-- with the bank's seal: (response-status), x-request-id, content-type,
+-- content-length (those present), digest.
 function _M.sign_response(_, status, headers, body, settings)
   local s, err = load_seal(settings)
   if not s then error(err) end
@@ -442,8 +443,10 @@ function _M.sign_response(_, status, headers, body, settings)
       end
     end
   end
+  if status ~= 204 and status ~= 304 then headers["Content-Length"] = tostring(#(body or "")) end
   add("x-request-id")
   add("content-type")
+  add("content-length")
   add("digest")
   local alg = s.kind == "ec" and "ES256" or "RS256"
   local protected = {

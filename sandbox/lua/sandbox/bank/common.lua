@@ -65,12 +65,15 @@ end
 ---------------------------------------------------------------------------
 -- amounts: kept as integers of thousandths, so "0.10" + "0.20" is exact
 
---- Parses a BG amount string (`-?[0-9]{1,14}(\.[0-9]{1,3})?`).
+--- Parses a BG amount string (`-?[0-9]{1,14}(\.[0-9]{1,3})?`). The sandbox
+-- keeps amounts exact in doubles, so it takes at most 12 integer digits.
 -- @return integer thousandths, or nil
 function _M.parse_amount(s)
   if type(s) ~= "string" then return nil end
   local sign, int, frac = s:match("^(%-?)(%d+)%.?(%d*)$")
-  if not sign or #int > 14 or #frac > 3 then return nil end
+  if not sign or #frac > 3 then return nil end
+  int = int:gsub("^0+(%d)", "%1")
+  if #int > 12 then return nil end
   if frac == "" and s:sub(-1) == "." then return nil end
   local v = tonumber(int) * 1000 + tonumber((frac .. "000"):sub(1, 3))
   if sign == "-" then v = -v end

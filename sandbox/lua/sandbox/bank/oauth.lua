@@ -76,7 +76,7 @@ local function resource_of(ctx, scope, client_id)
 end
 
 local function describe(res, service, auth)
-  local lines = {}
+  local lines = { "Requested by " .. tostring(res.org_id) .. "." }
   if service == "AIS" then
     local a = res.access
     if a.allPsd2 then

@@ -14,7 +14,7 @@ local HEADERS = {
   ["Content-Type"] = "text/html; charset=utf-8",
   ["Cache-Control"] = "no-store",
   ["X-Frame-Options"] = "DENY",
-  ["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; form-action *",
+  ["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'",
 }
 
 local function headers()

@@ -250,13 +250,19 @@ function _M.close_all(res, fields)
 end
 
 --- The most recent open authorisation of a resource for a browser page
--- (cancellations first), optionally restricted to one approach.
+-- (cancellations first; untouched ones before those a PSU already approved
+-- on a page), optionally restricted to one approach.
 function _M.open_auth(res, approach)
-  for _, f in ipairs({ "cancel_auths", "auths" }) do
-    local ids = res[f] or {}
-    for i = #ids, 1, -1 do
-      local a = _M.tick(_M.load(ids[i]))
-      if a and not FINAL[a.status] and (not approach or a.approach == approach) then return a end
+  for _, allow_unconfirmed in ipairs({ false, true }) do
+    for _, f in ipairs({ "cancel_auths", "auths" }) do
+      local ids = res[f] or {}
+      for i = #ids, 1, -1 do
+        local a = _M.tick(_M.load(ids[i]))
+        if a and not FINAL[a.status] and (not approach or a.approach == approach)
+            and (allow_unconfirmed or a.status ~= "unconfirmed") then
+          return a
+        end
+      end
     end
   end
 end
@@ -318,7 +324,8 @@ function _M.on_create(ctx, res, kind, base_path)
   local links, extra = {}, {}
   local auth
   local approach = res.approach
-  local implicit = (res.required or 1) == 1
+  -- multilevel resources and TPP-Explicit-Authorisation-Preferred: true get a start link
+  local implicit = (res.required or 1) == 1 and common.bool_header(ctx, "tpp-explicit-authorisation-preferred") ~= true
   if approach == "decoupled" then
     local psu = common.header(ctx, "psu-id")
     implicit = implicit and psu ~= nil and common.PSUS[psu] ~= nil
