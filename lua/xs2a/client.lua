@@ -32,6 +32,17 @@
 -- * `timeouts`: `{ connect = 5000, total = 30000 }` (ms); `max_body` (bytes).
 --
 -- Every runtime failure is returned as `nil, err` with an `xs2a.errors` error.
+--
+-- Retries: only requests that are safe to repeat (GET, DELETE of a consent,
+-- or `idempotent = true`) are retried, on transport errors and on
+-- 429/502/503/504, honouring `Retry-After` (above `max_retry_after` the
+-- error is returned) with jittered exponential backoff. A request that never
+-- left (connect/TLS failure) may be retried whatever its method. Each attempt
+-- carries a fresh `X-Request-ID` (the Berlin Group defines it as unique per
+-- call, not as an idempotency key); log events carry `first_request_id` to
+-- tie attempts together, and an `outcome = "unknown"` error carries the id
+-- that was actually sent. A 401 `TOKEN_EXPIRED`/`TOKEN_INVALID` on a request
+-- with a token triggers one `xs2a.oauth.refresh` and one more attempt.
 -- @module xs2a.client
 local util = require "xs2a.util"
 local json = require "xs2a.json"
