@@ -81,6 +81,7 @@ local function escape_char(c)
 end
 
 local function encode_string(s)
+  if not str_find(s, '[%c"\\]') then return '"' .. s .. '"' end
   return '"' .. str_gsub(s, '[%c"\\]', escape_char) .. '"'
 end
 
