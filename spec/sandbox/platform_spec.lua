@@ -643,6 +643,48 @@ describe("sandbox faults", function()
     sb:config{ rate = { concurrent = 20 } }
   end)
 
+  it("holds 20 concurrent requests of one TPP by default and refuses the 21st", function()
+    sb:config{ rate = { per_second = 0, per_hour = 0 } }
+    assert.are.equal(20, select(2, sb:control("GET", "/config")).rate.concurrent)
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. q(dir)))
+    for i = 1, 20 do
+      os.execute(table.concat({
+        "curl -s -o /dev/null --max-time 15 --http1.1",
+        "--cacert", q(sb.pki .. "/ca.pem"), "--cert", q(sb.pki .. "/qwac.pem"), "--key", q(sb.pki .. "/qwac.key"),
+        "-H", q("X-Request-ID: " .. uuid()), "-H", q("X-Sandbox-Fault: kind=delay; seconds=4"),
+        "-w", q("%{http_code}"), q(sb.roots.berlin .. "/v1/_platform/ais"),
+        ">", q(dir .. "/" .. i .. ".tmp"), "&& mv", q(dir .. "/" .. i .. ".tmp"), q(dir .. "/" .. i), "&",
+      }, " "))
+    end
+    -- give the 20 time to get in (each holds its slot for 4 s), then probe
+    os.execute("sleep 1")
+    local refused
+    for _ = 1, 20 do
+      os.execute("sleep 0.1")
+      local res = ais()
+      if res.status == 429 then refused = res break end
+    end
+    assert.is_table(refused, "no 429 while 20 requests were held")
+    assert.are.equal("ACCESS_EXCEEDED", refused.json.code)
+    assert.truthy(tonumber(refused.headers["retry-after"]))
+    local codes = {}
+    for i = 1, 20 do
+      local text
+      for _ = 1, 150 do
+        local f = io.open(dir .. "/" .. i)
+        if f then text = f:read("*a") f:close() break end
+        os.execute("sleep 0.1")
+      end
+      codes[#codes + 1] = text
+    end
+    os.execute("rm -rf " .. q(dir))
+    for i = 1, 20 do assert.are.equal("200", codes[i], "held request " .. i) end
+    assert.are.equal(200, ais().status)             -- every slot is free again
+    sb:config{ rate = { per_second = 10, per_hour = 1000 } }
+  end)
+
   it("answers malformed JSON", function()
     local res = ais{ ["X-Sandbox-Fault"] = "kind=malformed" }
     assert.are.equal(200, res.status)
