@@ -22,7 +22,7 @@ SRCS    := $(sort $(wildcard csrc/*.c))
 HDRS    := $(wildcard csrc/*.h)
 LUASRC  := $(shell find lua -name '*.lua' 2>/dev/null)
 
-.PHONY: all lua54 luajit deps pki test test-fast lint sandbox sandbox-stop demo bench install clean valgrind
+.PHONY: all lua54 luajit deps pki test test-fast lint sandbox sandbox-stop demo bench install clean valgrind fuzz test-c
 
 all: lua54 luajit
 
@@ -75,6 +75,26 @@ bench: all pki
 valgrind: lua54 pki
 	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 	  lua5.4 spec/valgrind_core.lua
+
+# libFuzzer targets (fuzz/*.c) under ASan/UBSan, each for FUZZ_TIME seconds,
+# starting from seeds made from the test PKI; the corpus grows in
+# $(BUILD)/fuzz/corpus, crashes land in $(BUILD)/fuzz/crash-<target>-*.
+FUZZ_TIME ?= 30
+fuzz: lua54 pki
+	@sh fuzz/build $(BUILD)/fuzz
+	@lua5.4 fuzz/gen-inputs.lua $(BUILD)/pki $(BUILD)/fuzz
+	@set -e; for t in $$(ls fuzz/*.c | sed 's|fuzz/||; s|\.c$$||'); do \
+	  mkdir -p $(BUILD)/fuzz/corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_TIME) s"; \
+	  $(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+	    -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/crash-$$t- \
+	    $(BUILD)/fuzz/corpus/$$t $(BUILD)/fuzz/seeds/$$t 2>&1 | grep -E '^(stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)' || true; \
+	  ls $(BUILD)/fuzz/crash-$$t-* > /dev/null 2>&1 && { echo "fuzz: $$t crashed"; exit 1; } || true; \
+	done
+
+# The C-level suite alone (TAP): fuzz targets replayed under ASan/UBSan, valgrind.
+test-c:
+	@sh spec/c/run
 
 install: lua54
 	install -d $(DESTDIR)$(INST_LIBDIR)/xs2a $(DESTDIR)$(INST_LUADIR)

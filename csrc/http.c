@@ -542,9 +542,9 @@ static void trim(const char **p, size_t *n) {
 /* headers and header_list from the header block of the final response;
  * the table res is on top. Works in place on the buffer, which is ours. */
 static void push_headers(lua_State *L, xfer *x) {
-  char *p = x->head.p, *end;
+  char *p = x->head.p, *end = NULL;
   int first = 1, n = 0;
-  end = p + (p != NULL ? unfold(p, x->head.len) : 0);
+  if (p != NULL) end = p + unfold(p, x->head.len);   /* no arithmetic on NULL */
   lua_newtable(L);                                      /* res, headers */
   lua_newtable(L);                                      /* res, headers, list */
   while (p != NULL && p < end) {

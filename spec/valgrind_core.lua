@@ -1,7 +1,7 @@
 -- Exercises identity, crypto and signing in load-use-close-gc loops so that
 -- `make valgrind` (valgrind --leak-check=full lua5.4 spec/valgrind_core.lua)
 -- can report leaks and invalid accesses in xs2a.core. Plain Lua, no busted.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
+package.path = "./lua/?.lua;./lua/?/init.lua;./spec/?.lua;" .. package.path
 package.cpath = "./build/lua5.4/?.so;" .. package.cpath
 
 local core = require "xs2a.core"
@@ -118,6 +118,81 @@ for _ = 1, ROUNDS do
   ids = nil   -- luacheck: ignore
   collectgarbage()
   collectgarbage()
+end
+
+-- The HTTP session against a real local TLS server that demands a client
+-- certificate (spec/support/tlsserver.lua): success, every kind of failure,
+-- the multi interface, and sessions closed or left to the collector with
+-- transfers in flight.
+local function http_round(srv, qwac)
+  local ca = pki .. "ca.pem"
+  local s = core.http_session{ identity = qwac, ca_file = ca, timeout = 5000, connect_timeout = 5000 }
+  local res = assert(s:request{ method = "POST", url = srv.url .. "/echo", body = '{"a":1}',
+    headers = { ["X-Request-ID"] = "r1", ["Content-Type"] = "application/json" } })
+  assert(res.status == 200 and res.headers["content-type"] and #res.header_list > 0)
+  res = assert(s:request{ url = srv.url .. "/headers" })
+  assert(res.status == 200)
+  assert(assert(s:request{ url = srv.url .. "/status/503" }).status == 503)
+  local _, _, code = s:request{ url = srv.url .. "/big/100000", max_body = 1000 }
+  assert(code == "too_large", tostring(code))
+  _, _, code = s:request{ url = srv.url .. "/delay/3000", timeout = 300 }
+  assert(code == "timeout", tostring(code))
+  _, _, code = s:request{ url = srv.url .. "/echo", headers = { ["Bad\nName"] = "x" } }
+  assert(code == "bad_request", tostring(code))
+  local ids = {}
+  for i = 1, 5 do ids[#ids + 1] = assert(s:submit{ url = srv.url .. "/echo?n=" .. i }) end
+  ids[#ids + 1] = assert(s:submit{ url = srv.url .. "/big/100000", max_body = 10 })
+  local done, deadline = 0, core.monotonic() + 30
+  while done < #ids and core.monotonic() < deadline do
+    for _, r in ipairs(s:poll(200)) do
+      assert(r.res or r.code == "too_large")
+      done = done + 1
+    end
+  end
+  assert(done == #ids, "poll finished " .. done)
+  assert(s:pending() == 0)
+  tostring(s)
+  s:close()
+  s:close()
+  assert(not pcall(s.request, s, { url = srv.url }))
+
+  -- failures before anything is sent
+  local bare = core.http_session{ identity = false, ca_file = ca, timeout = 5000 }
+  res, _, code = bare:request{ url = srv.url .. "/echo" }   -- no client certificate: nginx says 400
+  assert((res and res.status == 400) or code == "tls", tostring(code))
+  bare:close()
+  local untrusting = core.http_session{ identity = qwac, ca_file = pki .. "foreign-ca.pem" }
+  _, _, code = untrusting:request{ url = srv.url .. "/echo" }
+  assert(code == "tls", tostring(code))
+  untrusting:close()
+  _, _, code = core.http_session{ identity = qwac, ca_file = ca, connect_timeout = 1000 }
+    :request{ url = require("support.tlsserver").refused_url() }
+  assert(code == "connect", tostring(code))
+
+  -- transfers in flight when the session is closed or collected
+  local busy = core.http_session{ identity = qwac, ca_file = ca }
+  busy:submit{ url = srv.url .. "/delay/2000" }
+  busy:poll(50)
+  busy:close()
+  busy = core.http_session{ identity = qwac, ca_file = ca }
+  busy:submit{ url = srv.url .. "/delay/2000" }
+  busy:poll(50)
+  busy = nil   -- luacheck: ignore
+  collectgarbage()
+  collectgarbage()
+end
+
+if os.getenv("XS2A_VALGRIND_HTTP") ~= "0" then
+  local tlsserver = require "support.tlsserver"
+  local srv = tlsserver.start{ verify_client = true }
+  local qwac = assert(core.identity{ cert = pki .. "qwac.pem", key = pki .. "qwac.key" })
+  local ok, err = xpcall(function()
+    for _ = 1, math.min(ROUNDS, 2) do http_round(srv, qwac) end
+  end, debug.traceback)
+  srv:stop()
+  qwac:close()
+  collectgarbage()
+  assert(ok, tostring(err))
 end
 
 print("valgrind_core: ok")

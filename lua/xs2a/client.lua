@@ -42,7 +42,9 @@
 -- call, not as an idempotency key); log events carry `first_request_id` to
 -- tie attempts together, and an `outcome = "unknown"` error carries the id
 -- that was actually sent. A 401 `TOKEN_EXPIRED`/`TOKEN_INVALID` on a request
--- with a token triggers one `xs2a.oauth.refresh` and one more attempt.
+-- with a token triggers one `xs2a.oauth.refresh` and one more attempt (for a
+-- POST that is not idempotent, only the refresh: the error comes back with
+-- `retryable = true` and `token_refreshed = true`).
 -- @module xs2a.client
 local util = require "xs2a.util"
 local json = require "xs2a.json"
@@ -500,6 +502,13 @@ function Client:request(req)
           err.cause = rerr
           return nil, err
         end
+        if method == "POST" and not idempotent then
+          -- the bank refused it, but a POST that is not safe to repeat is
+          -- never sent twice by the library: the caller may send it again
+          err.retryable = true
+          err.token_refreshed = true
+          return nil, err
+        end
         self:log("info", "retry", { request_id = request_id, attempt = attempt, reason = "token refreshed",
           method = method, path = path })
         max_attempts = max_attempts + 1
@@ -573,7 +582,10 @@ function Client:_attempt(req, method, url, path, body, ctype, service, idempoten
     end
   end
 
-  local treq = { method = method, url = url, headers = headers, body = body, timeout = req.timeout }
+  -- `idempotent` tells a transport whether it may resend on a dead pooled
+  -- connection (never for a payment POST)
+  local treq = { method = method, url = url, headers = headers, body = body, timeout = req.timeout,
+    idempotent = idempotent }
   if self.signer and service and self.profile.signing_set[service] then
     local ok, serr = pcall(self.signer.sign, self.signer, treq)
     if not ok then

@@ -41,7 +41,7 @@ local util = require "xs2a.util"
 local errors = require "xs2a.errors"
 local json = require "xs2a.json"
 
-local type, tostring, pairs, ipairs, setmetatable = type, tostring, pairs, ipairs, setmetatable
+local type, tostring, pairs, ipairs, setmetatable, next = type, tostring, pairs, ipairs, setmetatable, next
 
 local _M = {}
 
@@ -85,6 +85,46 @@ local function body_table(res, what)
       request_id = res.request_id }, "BAD_RESPONSE")
   end
   return res.json
+end
+
+-- `b[key]` must be a JSON array of objects: the list, or nil and a protocol error
+local function body_list(res, b, key, what)
+  local t = b[key]
+  -- an empty `{}` counts as an empty list (what many JSON encoders write)
+  local ok = type(t) == "table" and (json.is_array(t) or next(t) == nil)
+  if ok then
+    for _, v in ipairs(t) do
+      if type(v) ~= "table" then ok = false break end
+    end
+  end
+  if not ok then
+    return nil, errors.protocol(what .. ": " .. key .. " is not a list of objects", { status = res.status,
+      request_id = res.request_id }, "BAD_RESPONSE")
+  end
+  return t
+end
+
+-- `b[key]` (or the body itself when the bank sends it unwrapped) as an object
+local function body_object(res, b, key, what)
+  local t = b[key]
+  if t == nil then t = b end
+  if type(t) ~= "table" or json.is_array(t) then
+    return nil, errors.protocol(what .. ": " .. key .. " is not an object", { status = res.status,
+      request_id = res.request_id }, "BAD_RESPONSE")
+  end
+  return t
+end
+
+-- extra headers of a creating call: `opts.headers` and the TPP-*-Preferred ones
+local function tpp_headers(opts)
+  local headers = {}
+  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  if opts.redirect_preferred ~= nil then headers["TPP-Redirect-Preferred"] = tostring(opts.redirect_preferred) end
+  if opts.decoupled_preferred ~= nil then
+    headers["TPP-Decoupled-Preferred"] = tostring(opts.decoupled_preferred)
+  end
+  if opts.explicit ~= nil then headers["TPP-Explicit-Authorisation-Preferred"] = tostring(opts.explicit) end
+  return headers
 end
 
 local function need_string(v, what)
@@ -152,13 +192,7 @@ local function create_consent(client, body, opts)
     return nil, errors.config("frequencyPerDay " .. fpd .. " exceeds the bank's maximum " .. maxf,
       "FREQUENCY_INVALID")
   end
-  local headers = {}
-  for k, v in pairs(opts.headers or {}) do headers[k] = v end
-  if opts.redirect_preferred ~= nil then headers["TPP-Redirect-Preferred"] = tostring(opts.redirect_preferred) end
-  if opts.decoupled_preferred ~= nil then
-    headers["TPP-Decoupled-Preferred"] = tostring(opts.decoupled_preferred)
-  end
-  if opts.explicit ~= nil then headers["TPP-Explicit-Authorisation-Preferred"] = tostring(opts.explicit) end
+  local headers = tpp_headers(opts)
   local res, err = client:request{
     method = "POST", path = "/v1/consents", body = body, service = "AIS", psu = psu,
     headers = headers, redirect = true, idempotent = false,
@@ -253,10 +287,9 @@ function Consent:accounts(opts)
   if not res then return nil, err end
   local b, berr = body_table(res, "accounts")
   if not b then return nil, berr end
-  if type(b.accounts) ~= "table" then
-    return nil, errors.protocol("accounts: no accounts list", { request_id = res.request_id })
-  end
-  return b.accounts, b
+  local list, lerr = body_list(res, b, "accounts", "accounts")
+  if not list then return nil, lerr end
+  return list, b
 end
 
 --- `GET /v1/accounts/{id}`.
@@ -269,7 +302,9 @@ function Consent:account(account_id, opts)
   if not res then return nil, err end
   local b, berr = body_table(res, "account")
   if not b then return nil, berr end
-  return b.account or b, b
+  local a, aerr = body_object(res, b, "account", "account")
+  if not a then return nil, aerr end
+  return a, b
 end
 
 --- `GET /v1/accounts/{id}/balances`.
@@ -280,10 +315,9 @@ function Consent:balances(account_id, opts)
   if not res then return nil, err end
   local b, berr = body_table(res, "balances")
   if not b then return nil, berr end
-  if type(b.balances) ~= "table" then
-    return nil, errors.protocol("balances: no balances list", { request_id = res.request_id })
-  end
-  return b.balances, b
+  local list, lerr = body_list(res, b, "balances", "balances")
+  if not list then return nil, lerr end
+  return list, b
 end
 
 local BOOKING = { "booked", "pending", "information" }
@@ -318,10 +352,16 @@ local function paged(self, path, query, opts, container)
     local t = b[container]
     queue, qi = {}, 1
     next_href = nil
+    if t ~= nil and (type(t) ~= "table" or json.is_array(t)) then
+      return nil, errors.protocol(container .. ": not an object", { status = res.status,
+        request_id = res.request_id }, "BAD_RESPONSE")
+    end
     if type(t) == "table" then
       for _, status in ipairs(BOOKING) do
-        if type(t[status]) == "table" then
-          for _, tx in ipairs(t[status]) do
+        if t[status] ~= nil then
+          local list, lerr = body_list(res, t, status, container)
+          if not list then return nil, lerr end
+          for _, tx in ipairs(list) do
             if type(tx) == "table" then
               tx._status = status
               queue[#queue + 1] = tx
@@ -394,7 +434,7 @@ function Consent:transaction(account_id, tx_id, opts)
   local b, berr = body_table(res, "transaction")
   if not b then return nil, berr end
   local tx = b.transactionsDetails or b.transactionDetails
-  if type(tx) ~= "table" then
+  if type(tx) ~= "table" or json.is_array(tx) then
     return nil, errors.protocol("transaction: no transactionsDetails", { request_id = res.request_id })
   end
   return tx, b
@@ -417,10 +457,9 @@ function Consent:card_accounts(opts)
   if not res then return nil, err end
   local b, berr = body_table(res, "card_accounts")
   if not b then return nil, berr end
-  if type(b.cardAccounts) ~= "table" then
-    return nil, errors.protocol("card_accounts: no cardAccounts list", { request_id = res.request_id })
-  end
-  return b.cardAccounts, b
+  local list, lerr = body_list(res, b, "cardAccounts", "card_accounts")
+  if not list then return nil, lerr end
+  return list, b
 end
 
 --- `GET /v1/card-accounts/{id}`.
@@ -432,7 +471,9 @@ function Consent:card_account(id, opts)
   if not res then return nil, err end
   local b, berr = body_table(res, "card_account")
   if not b then return nil, berr end
-  return b.cardAccount or b, b
+  local a, aerr = body_object(res, b, "cardAccount", "card_account")
+  if not a then return nil, aerr end
+  return a, b
 end
 
 --- `GET /v1/card-accounts/{id}/balances`.
@@ -445,7 +486,10 @@ function Consent:card_balances(id, opts)
   if not res then return nil, err end
   local b, berr = body_table(res, "card_balances")
   if not b then return nil, berr end
-  return b.balances or json.array(), b
+  if b.balances == nil then return json.array(), b end
+  local list, lerr = body_list(res, b, "balances", "card_balances")
+  if not list then return nil, lerr end
+  return list, b
 end
 
 --- Iterator over card transactions (as `transactions`).
@@ -534,13 +578,7 @@ local function initiate_payment(client, product, body, opts)
   if not (psu and psu.ip) then
     return nil, errors.config("initiate_payment: the PSU's IP address (psu_ip) is mandatory", "PSU_IP_REQUIRED")
   end
-  local headers = {}
-  for k, v in pairs(opts.headers or {}) do headers[k] = v end
-  if opts.redirect_preferred ~= nil then headers["TPP-Redirect-Preferred"] = tostring(opts.redirect_preferred) end
-  if opts.decoupled_preferred ~= nil then
-    headers["TPP-Decoupled-Preferred"] = tostring(opts.decoupled_preferred)
-  end
-  if opts.explicit ~= nil then headers["TPP-Explicit-Authorisation-Preferred"] = tostring(opts.explicit) end
+  local headers = tpp_headers(opts)
   local res, err = client:request{
     method = "POST", path = util.path("v1", service, product), body = body, service = "PIS", psu = psu,
     consent_id = opts.consent_id, headers = headers, redirect = true, idempotent = false,
@@ -646,7 +684,11 @@ local function new_cancellation(pay, links)
   }, Cancellation)
 end
 
+--- The payment's status (the cancellation flow polls it).
+-- @return transactionStatus, body | nil, err
 function Cancellation:current_status() return self.payment:status() end
+--- JSON-safe reference for `client:resource_from_ref`.
+-- @return table
 function Cancellation:ref()
   local r = self.payment:ref()
   r.kind = "cancellation"
@@ -659,6 +701,8 @@ function Payment:authorise_cancellation(opts)
   return start_flow(self.client, new_cancellation(self, self.cancel_links), opts)
 end
 
+--- JSON-safe reference for `client:resource_from_ref` (no token, no body).
+-- @return table
 function Payment:ref()
   return { kind = "payment", id = self.id, payment_service = self.payment_service, product = self.product,
     psu = util.copy(self.psu), links = util.copy(self.links), status = self.last_status, deferred = self.deferred }
@@ -716,6 +760,8 @@ local function create_signing_basket(client, body, opts)
   return new_basket(client, b.basketId, { status = b.transactionStatus, links = b._links, data = b, psu = psu })
 end
 
+--- `GET /v1/signing-baskets/{id}`.
+-- @return body or nil, err
 function Basket:get()
   local res, err = self.client:request{ method = "GET", path = self.path, service = "PIS", token = self.token_key }
   if not res then return nil, err end
@@ -723,6 +769,8 @@ function Basket:get()
   return res.json
 end
 
+--- `GET /v1/signing-baskets/{id}/status`.
+-- @return transactionStatus, body | nil, err
 function Basket:status()
   local res, err = self.client:request{ method = "GET", path = self.path .. "/status", service = "PIS",
     token = self.token_key }
@@ -736,6 +784,8 @@ function Basket:status()
 end
 Basket.current_status = Basket.status
 
+--- `DELETE /v1/signing-baskets/{id}`.
+-- @return true or nil, err
 function Basket:delete()
   local res, err = self.client:request{ method = "DELETE", path = self.path, service = "PIS",
     token = self.token_key, idempotent = true }
@@ -743,7 +793,12 @@ function Basket:delete()
   return true
 end
 
+--- Starts the SCA flow of the basket.
+-- @param opts flow options (see `xs2a.flow`)
+-- @return Flow
 function Basket:authorise(opts) return start_flow(self.client, self, opts) end
+--- JSON-safe reference for `client:resource_from_ref`.
+-- @return table
 function Basket:ref()
   return { kind = "basket", id = self.id, psu = util.copy(self.psu), links = util.copy(self.links) }
 end

@@ -65,3 +65,69 @@ describe("log redaction #network", function()
     assert.is_true(psu_id)
   end)
 end)
+
+describe("secrets in SCA input, errors, saved flows and tostring #network", function()
+  local fs = require "client.flow_support"
+  after_each(function() fs.restore() end)
+
+  -- true when `text` holds the OTP as a JSON string value (a bare number
+  -- such as a duration may contain the digits by chance)
+  local function has_otp(text, otp)
+    return text:find('"' .. otp, 1, true) ~= nil or text:find("=" .. otp, 1, true) ~= nil
+  end
+
+  it("never logs a password or OTP of the embedded approach, nor puts them in errors or saved flows", function()
+    fs.sandbox()
+    fs.configure{ sca = { approach = "embedded" } }
+    local c, events = support.new_client("berlin", { capture_log = true, store = fs.store })
+    local consent = assert(c:create_consent({ access = { allPsd2 = "allAccounts" }, recurringIndicator = true,
+      validUntil = "2027-01-31", frequencyPerDay = 4, combinedServiceIndicator = false },
+      { psu_ip = "198.51.100.7", psu_id = "alice" }))
+    local flow = assert(consent:authorise())
+    assert.equal("credentials", assert(flow:next()).kind)
+    local _, perr = flow:next{ psu_id = "alice", password = "Wr0ng-Secret-pw" }
+    assert.equal("PSU_CREDENTIALS_INVALID", perr.code)
+    assert(flow:next{ psu_id = "alice", password = "alice-pass" })
+    local step = assert(flow:next{ method = "sms" })
+    assert.equal("otp", step.kind)
+    local _, oerr = flow:next{ otp = "987654" }
+    assert.equal("SCA_INVALID", oerr.code)
+    local saved = assert(json.encode(flow:save()))
+    step = assert(flow:next{ otp = "123456" })
+    assert.equal("valid", step.status)
+    local saved_done = assert(json.encode(flow:save()))
+    local rec = assert(require("xs2a.oauth").read_record(c, consent.token_key) or { access_token = "-" })
+
+    local texts = { saved, saved_done, tostring(perr), tostring(oerr), tostring(flow), tostring(c),
+      tostring(consent), tostring(c.store), tostring(c.qwac), tostring(c.qseal), tostring(c.transport) }
+    -- every field of the errors, too
+    for _, e in ipairs({ perr, oerr }) do
+      local copy = {}
+      for k, v in pairs(e) do if type(v) ~= "table" and type(v) ~= "function" then copy[k] = v end end
+      copy.messages = e.messages
+      texts[#texts + 1] = assert(json.encode(copy))
+    end
+    for _, e in ipairs(events) do
+      texts[#texts + 1] = assert(json.encode({ e.level, e.event, e.fields }))
+    end
+    assert.is_true(#events > 10)
+    local key = helper.read(helper.pki("qwac.key")):match("%-%-%-%-%-\n([^\n]+)")
+    for i, text in ipairs(texts) do
+      for _, secret in ipairs({ "Wr0ng-Secret-pw", "alice-pass", key }) do
+        assert.is_nil(text:find(secret, 1, true), "secret in text " .. i .. ": " .. text:sub(1, 200))
+      end
+      if rec.access_token ~= "-" then assert.is_nil(text:find(rec.access_token, 1, true)) end
+      assert.is_false(has_otp(text, "987654"), "OTP in text " .. i)
+      assert.is_false(has_otp(text, "123456"), "OTP in text " .. i)
+      assert.is_nil(text:find("\n", 1, true) and i > 2 and i <= 11 and text or nil, "multi-line: " .. text)
+    end
+    -- the input did go over the wire, masked in the log
+    local masked = 0
+    for _, e in ipairs(events) do
+      if e.event == "request" and type(e.fields.body) == "string" and e.fields.body:find("[redacted]", 1, true) then
+        masked = masked + 1
+      end
+    end
+    assert.is_true(masked >= 4, "password and OTP requests logged with masked bodies")
+  end)
+end)

@@ -235,6 +235,29 @@ describe("core.http_session", function()
       s:close()
     end)
 
+    it("a connection closed without an answer or in the middle of the body is recv (HTTP/1.1)", function()
+      local s = session{ http2 = false }
+      for _, path in ipairs({ "/drop", "/truncate" }) do
+        local res, msg, code = s:request{ url = srv.url .. path }
+        assert.is_nil(res, path)
+        assert.equals("recv", code, path .. ": " .. tostring(msg))
+      end
+      assert.equals(200, assert(s:request{ url = srv.url .. "/echo" }).status)   -- the session goes on
+      s:close()
+    end)
+
+    it("a stream the server breaks off over HTTP/2 is protocol or recv, never a result", function()
+      local s = session{ http2 = true }
+      local probe = assert(s:request{ url = srv.url .. "/echo" })
+      assert.equals("2", probe.http_version)
+      for _, path in ipairs({ "/drop", "/truncate" }) do
+        local res, msg, code = s:request{ url = srv.url .. path }
+        assert.is_nil(res, path)
+        assert.is_truthy(code == "protocol" or code == "recv", path .. ": " .. tostring(code) .. " " .. tostring(msg))
+      end
+      s:close()
+    end)
+
     it("a handshake that does not finish in time is a connect failure (never sent)", function()
       local s = session{ ca_file = CA, identity = false }
       local t0 = core.monotonic()

@@ -168,6 +168,27 @@ describe("xs2a.core.identity", function()
       id:close()
     end)
 
+    it("has exactly the documented fields, with their types", function()
+      local types = {
+        subject = "string", issuer = "string", serial = "string", not_before = "number", not_after = "number",
+        organization_identifier = "string", roles = "table", nca_name = "string", nca_id = "string",
+        key_type = "string", key_bits = "number", expired = "boolean", fingerprint = "string",
+        common_name = "string",
+      }
+      for _, name in ipairs({ "qwac", "qseal-ec" }) do
+        local id = assert(load(name))
+        local info = id:info()
+        for k, v in pairs(info) do assert.equal(types[k], type(v), name .. ": field " .. tostring(k)) end
+        for k in pairs(types) do assert.is_not_nil(info[k], name .. ": missing " .. k) end
+        assert.matches("^%x+$", info.serial)
+        assert.equal(info.serial:upper(), info.serial)
+        assert.matches("^%x+$", info.fingerprint)
+        assert.equal(64, #info.fingerprint)
+        if math.type then assert.equal("integer", math.type(info.not_after)) end   -- Lua 5.4
+        id:close()
+      end
+    end)
+
     it("agrees with the openssl command line", function()
       local path = pki("qwac.pem")
       local info = assert(load("qwac")):info()

@@ -191,6 +191,43 @@ describe("sandbox bank #network OAuth", function()
     end)
   end)
 
+  describe("lifetimes", function()
+    after_each(function() H.restore(sb) end)
+
+    it("announces token_ttl in expires_in and refuses a refresh token past refresh_ttl", function()
+      H.configure(sb, { token_ttl = 120, refresh_ttl = 0 })
+      local _, tok = berlin:valid_consent()
+      assert.equal(120, tok.expires_in)
+      local res = berlin:token{ grant_type = "refresh_token", refresh_token = tok.refresh_token,
+        client_id = "PSDLT-BOL-TPP001" }
+      assert.equal(400, res.status)
+      assert.equal("invalid_grant", res.json.error)
+      assert.matches("expired", res.json.error_description)
+      -- with a lifetime, the same exchange works (and rotates)
+      H.configure(sb, { refresh_ttl = 600 })
+      _, tok = berlin:valid_consent()
+      res = berlin:token{ grant_type = "refresh_token", refresh_token = tok.refresh_token,
+        client_id = "PSDLT-BOL-TPP001" }
+      assert.equal(200, res.status)
+      assert.are_not.equal(tok.refresh_token, res.json.refresh_token)
+    end)
+
+    it("refuses an authorization code past code_ttl", function()
+      H.configure(sb, { code_ttl = 0 })
+      local consent = georgia:create_consent()
+      local url, verifier, state = georgia:authorization_url("AIS:" .. consent.json.consentId)
+      local location = assert(psu.authorize(url, { username = "alice", password = "alice-pass",
+        decision = "approve" }))
+      local q = psu.query(location)
+      assert.equal(state, q.state)
+      local res = georgia:token{ grant_type = "authorization_code", code = q.code, code_verifier = verifier,
+        redirect_uri = "https://tpp.example/cb", client_id = "PSDLT-BOL-TPP001" }
+      assert.equal(400, res.status)
+      assert.equal("invalid_grant", res.json.error)
+      assert.matches("expired", res.json.error_description)
+    end)
+  end)
+
   describe("authorization page", function()
     it("shows the form again on a wrong password and redirects with access_denied on deny", function()
       local id = berlin:create_consent().json.consentId

@@ -28,6 +28,11 @@ describe("sandbox bank #network payments", function()
     return tpp:call("POST", "/v1/" .. service .. "/" .. product, { body = body, headers = headers })
   end
 
+  local function without(body, key)
+    body[key] = nil
+    return body
+  end
+
   local function payment_count()
     local _, dump = sb:control("GET", "/payments")
     return dump.count
@@ -65,6 +70,57 @@ describe("sandbox bank #network payments", function()
       local noip = berlin:call("POST", "/v1/payments/" .. p, { body = berlin:payment_body(), psu_ip = false })
       assert.equal(400, noip.status)
       assert.equal(before, payment_count())
+    end)
+
+    it("validates IBAN checksums, amounts, currencies and dates on both variants", function()
+      for _, tpp in ipairs({ berlin, georgia }) do
+        local v = tpp.variant
+        local good = tpp:owner("bob", true).iban
+        -- one digit of the account part changed: the checksum no longer holds
+        local last = tonumber(good:sub(-1))
+        local broken = good:sub(1, -2) .. tostring((last + 1) % 10)
+        local ccy = v == "berlin" and "EUR" or "GEL"
+        local cases = {
+          { tpp:payment_body("10.00", broken), "FORMAT_ERROR", "IBAN checksum" },
+          { tpp:payment_body("10.00", "XX"), "FORMAT_ERROR", "IBAN shape" },
+          { tpp:payment_body("10,00"), "FORMAT_ERROR", "decimal comma" },
+          { tpp:payment_body("-1.00"), "FORMAT_ERROR", "negative amount" },
+          { tpp:payment_body("1e3"), "FORMAT_ERROR", "exponent" },
+          { tpp:payment_body("10.00", nil, { instructedAmount = { currency = ccy:lower(), amount = "1.00" } }),
+            "FORMAT_ERROR", "lower-case currency" },
+          { tpp:payment_body("10.00", nil, { instructedAmount = { currency = "EURO", amount = "1.00" } }),
+            "FORMAT_ERROR", "four-letter currency" },
+          { tpp:payment_body("10.00", nil, { instructedAmount = { amount = "1.00" } }), "FORMAT_ERROR",
+            "no currency" },
+          { without(tpp:payment_body("10.00"), "creditorAccount"), "FORMAT_ERROR", "no creditor" },
+          { tpp:payment_body("10.00", nil, { requestedExecutionDate = "2026-13-45" }), "FORMAT_ERROR",
+            "impossible date" },
+          { tpp:payment_body("10.00", nil, { requestedExecutionDate = "2020-01-01" }), "EXECUTION_DATE_INVALID",
+            "past date" },
+        }
+        local before = payment_count()
+        for _, c in ipairs(cases) do
+          local res = pay(tpp, "payments", tpp:product(), c[1])
+          assert.equal(400, res.status, v .. ": " .. c[3])
+          assert.equal(c[2], res.json and res.json.code, v .. ": " .. c[3])
+        end
+        assert.equal(before, payment_count(), v)
+        -- and the good IBAN is accepted
+        assert.equal(201, pay(tpp, "payments", tpp:product(), tpp:payment_body("1.00", good)).status, v)
+      end
+    end)
+
+    it("answers 409 STATUS_INVALID to a second cancellation on both variants", function()
+      for _, tpp in ipairs({ berlin, georgia }) do
+        local res = pay(tpp, "payments", tpp:product(), tpp:payment_body("1.00"))
+        assert.equal(201, res.status, tpp.variant)
+        local path = "/v1/payments/" .. tpp:product() .. "/" .. res.json.paymentId
+        assert.equal(204, tpp:call("DELETE", path).status, tpp.variant)
+        assert.equal("CANC", tpp:call("GET", path .. "/status").json.transactionStatus)
+        local again = tpp:call("DELETE", path)
+        assert.equal(409, again.status, tpp.variant)
+        assert.equal("STATUS_INVALID", again.json.code, tpp.variant)
+      end
     end)
 
     it("records every initiation once and answers 201 RCVD with links", function()

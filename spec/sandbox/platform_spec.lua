@@ -601,6 +601,18 @@ describe("sandbox faults", function()
     assert.are.equal(200, ais().status)
   end)
 
+  it("answers a queued 429 with its Retry-After and a 500 asked for by header", function()
+    sb:fault{ kind = "status", status = 429, retry_after = 3 }
+    local res = ais()
+    assert.are.equal(429, res.status)
+    assert.are.equal("3", res.headers["retry-after"])
+    assert.are.equal("ACCESS_EXCEEDED", res.json.code)
+    res = ais{ ["X-Sandbox-Fault"] = "kind=status; status=500" }
+    assert.are.equal(500, res.status)
+    assert.are.equal("INTERNAL_SERVER_ERROR", res.json.code)
+    assert.are.equal(200, ais().status)
+  end)
+
   it("matches the method and counts down", function()
     sb:fault{ kind = "status", status = 429, method = "POST", count = 1 }
     sb:fault{ kind = "status", status = 500, method = "GET", count = 2 }

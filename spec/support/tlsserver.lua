@@ -20,7 +20,8 @@
 -- Locations: /echo (method, uri, headers, body, body_hex, connection... as
 -- JSON), /status/<n>, /delay/<ms>, /big/<bytes> (add ?chunked=1 for no
 -- Content-Length), /chunked, /headers (repeated Set-Cookie and X-Multi),
--- /redirect (302). The access log line is
+-- /redirect (302), /drop (closes without an answer), /truncate (Content-Length
+-- 100, 10 bytes sent, then the connection is closed). The access log line is
 -- `$remote_addr $connection $connection_requests "$request" $status $msec $request_time`.
 --
 -- Runs under Lua 5.4 and LuaJIT; binds 127.0.0.1 on a random free port;

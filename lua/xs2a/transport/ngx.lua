@@ -566,8 +566,10 @@ local function pool_name(self, u, sni, fingerprint)
     fingerprint or "-", self.ssl_verify and "v" or "nv", self.ca_file or "" }, "|")
 end
 
+local IDEMPOTENT_METHODS = { GET = true, HEAD = true, OPTIONS = true }
+
 -- One attempt on one connection. Returns res | nil, err, retryable.
-function Transport:_attempt(u, req_bytes, method, deadline, conn_cert, started)
+function Transport:_attempt(u, req_bytes, method, deadline, conn_cert, started, idempotent)
   local sock = ngx.socket.tcp()
   if not arm(sock, deadline, self.connect_timeout) then
     return fail("timeout", "request timed out before connecting", false)
@@ -649,9 +651,11 @@ function Transport:_attempt(u, req_bytes, method, deadline, conn_cert, started)
   local res, rerr = read_response(conn, deadline, method, self.max_body)
   if not res then
     sock:close()
-    -- a pooled connection the server had already closed: nothing was read,
-    -- the request never reached a live connection; try once more afresh
-    if reused and not conn.got_bytes and rerr.code ~= "timeout" then
+    -- a pooled connection that died without a byte of answer: either the
+    -- server had closed it before our request, or it received the request,
+    -- acted and then dropped the connection. Only a request that is safe to
+    -- repeat may go out once more afresh (never a payment POST).
+    if reused and not conn.got_bytes and rerr.code ~= "timeout" and idempotent then
       return nil, rerr, true
     end
     return nil, rerr
@@ -667,7 +671,9 @@ function Transport:_attempt(u, req_bytes, method, deadline, conn_cert, started)
 end
 
 --- Sends one request and reads the whole response.
--- @tparam table req `{ method, url, headers = { Name = "value" }, body, timeout }`
+-- @tparam table req `{ method, url, headers = { Name = "value" }, body, timeout, idempotent }`
+--   (`idempotent`: may the request go out again after a pooled connection died
+--   without an answer; default true for GET, HEAD, OPTIONS only)
 -- @return res | nil, `{ code, message, sent }`
 function Transport:request(req)
   local ngx_ = rawget(_G, "ngx")
@@ -718,9 +724,12 @@ function Transport:request(req)
 
   local started = now()
   local deadline = started + timeout / 1000
-  local res, err, retry = self:_attempt(u, req_bytes, method, deadline, conn_cert, started)
+  -- `req.idempotent` (set by the client) overrides the method's default
+  local idempotent = req.idempotent
+  if idempotent == nil then idempotent = IDEMPOTENT_METHODS[method] or false end
+  local res, err, retry = self:_attempt(u, req_bytes, method, deadline, conn_cert, started, idempotent)
   if not res and retry then
-    res, err = self:_attempt(u, req_bytes, method, deadline, conn_cert, started)
+    res, err = self:_attempt(u, req_bytes, method, deadline, conn_cert, started, idempotent)
   end
   if not res then return nil, err end
   return res

@@ -173,6 +173,19 @@ local function verify_with(pkey, kind, data, sig, hash, padding)
   return crypto.verify(pkey, data, sig, { hash = hash, padding = padding }) == true
 end
 
+-- "name: value" of one signed header (lower-case name) for a signing
+-- string, the pseudo-header (request-target) included; nil when not sent.
+local function signed_line(ctx, h, n)
+  local v
+  if n == "(request-target)" then
+    v = lower(ctx.method) .. " " .. ctx.request_uri
+  else
+    v = h[n]
+  end
+  if v == nil then return nil end
+  return n .. ": " .. v
+end
+
 local function verify_berlin(ctx, route)
   local h = ctx.headers
   local sig_h, cert_h = h["signature"], h["tpp-signature-certificate"]
@@ -200,14 +213,9 @@ local function verify_berlin(ctx, route)
   end
   local lines = {}
   for i, n in ipairs(names) do
-    local v
-    if n == "(request-target)" then
-      v = lower(ctx.method) .. " " .. ctx.request_uri
-    else
-      v = h[n]
-    end
-    if v == nil then return invalid("signed header " .. n .. " is not in the request") end
-    lines[i] = n .. ": " .. v
+    local line = signed_line(ctx, h, n)
+    if not line then return invalid("signed header " .. n .. " is not in the request") end
+    lines[i] = line
   end
   local signing_string = concat(lines, "\n")
 
@@ -309,14 +317,9 @@ local function verify_jws(ctx, route)
     if type(n) ~= "string" then return invalid("sigD.pars must hold header names") end
     n = lower(n)
     listed[n] = true
-    local v
-    if n == "(request-target)" then
-      v = lower(ctx.method) .. " " .. ctx.request_uri
-    else
-      v = h[n]
-    end
-    if v == nil then return invalid("signed header " .. n .. " is not in the request") end
-    lines[i] = n .. ": " .. v
+    local line = signed_line(ctx, h, n)
+    if not line then return invalid("signed header " .. n .. " is not in the request") end
+    lines[i] = line
   end
   for _, need in ipairs{ "(request-target)", "x-request-id", "digest" } do
     if not listed[need] then return invalid("sigD.pars must include " .. need) end

@@ -179,15 +179,23 @@ local function card_check(ctx)
   end
 end
 
+-- What the account list and details share: the card check, withBalance and
+-- the consent guard. Returns consent, withBalance or nil, { error answer }.
+local function open_view(ctx, kind)
+  if kind == "card" then
+    local e = card_check(ctx)
+    if e then return nil, nil, e end
+  end
+  local wb = with_balance_arg(ctx)
+  if wb == nil then return nil, nil, { common.err(ctx, 400, "FORMAT_ERROR", "withBalance must be true or false") } end
+  local c, e = guard(ctx)
+  if not c then return nil, nil, e end
+  return c, wb
+end
+
 local function list(kind)
   return function(ctx)
-    if kind == "card" then
-      local e = card_check(ctx)
-      if e then return common.unpack(e) end
-    end
-    local wb = with_balance_arg(ctx)
-    if wb == nil then return common.err(ctx, 400, "FORMAT_ERROR", "withBalance must be true or false") end
-    local c, e = guard(ctx)
+    local c, wb, e = open_view(ctx, kind)
     if not c then return common.unpack(e) end
     local out = util.array()
     for _, a in ipairs(visible(c, kind)) do out[#out + 1] = account_view(ctx, c, a, wb) end
@@ -198,13 +206,7 @@ end
 
 local function details(kind)
   return function(ctx)
-    if kind == "card" then
-      local e = card_check(ctx)
-      if e then return common.unpack(e) end
-    end
-    local wb = with_balance_arg(ctx)
-    if wb == nil then return common.err(ctx, 400, "FORMAT_ERROR", "withBalance must be true or false") end
-    local c, e = guard(ctx)
+    local c, wb, e = open_view(ctx, kind)
     if not c then return common.unpack(e) end
     local a, ae = find_account(ctx, c, kind)
     if not a then return common.unpack(ae) end
