@@ -147,6 +147,17 @@ static int core_hmac(lua_State *L) {
 }
 
 /* the public key of a certificate (PEM/DER), a PUBLIC KEY PEM/DER or an Identity */
+/* true | false, "op: why" (why == NULL means yes) */
+static int push_verdict(lua_State *L, const char *op, const char *why) {
+  if (why == NULL) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushboolean(L, 0);
+  lua_pushfstring(L, "%s: %s", op, why);
+  return 2;
+}
+
 static EVP_PKEY *load_pubkey(lua_State *L, int idx) {
   EVP_PKEY *pk = NULL;
   size_t len;
@@ -223,13 +234,7 @@ cleanup:
   EVP_MD_CTX_free(ctx);
   EVP_PKEY_free(pk);
   OPENSSL_free(der);
-  if (why == NULL) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  lua_pushboolean(L, 0);
-  lua_pushfstring(L, "verify: %s", why);
-  return 2;
+  return push_verdict(L, "verify", why);
 }
 
 /* core.random(n) -> n bytes from the CSPRNG */
@@ -398,13 +403,7 @@ static int core_cert_issued_by(lua_State *L) {
   ERR_clear_error();
   X509_free(cert);
   X509_free(issuer);
-  if (why == NULL) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  lua_pushboolean(L, 0);
-  lua_pushfstring(L, "cert_issued_by: %s", why);
-  return 2;
+  return push_verdict(L, "cert_issued_by", why);
 }
 
 static const luaL_Reg crypto_funcs[] = {

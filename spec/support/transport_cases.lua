@@ -220,6 +220,19 @@ case("a body over the size cap fails with too_large", function(_, env)
   small:close()
 end)
 
+case("a connection closed without an answer or mid-body fails as sent", function(t, env)
+  for _, path in ipairs({ "/drop", "/truncate" }) do
+    local res, err = t:request{ method = "GET", url = env.url .. path }
+    assert.is_nil(res, path .. ": expected a failure, got status " .. tostring(res and res.status))
+    assert.is_table(err)
+    assert.is_truthy(err.code == "recv" or err.code == "closed" or err.code == "protocol",
+      path .. ": code " .. tostring(err.code) .. " (" .. tostring(err.message) .. ")")
+    assert.is_true(err.sent, path)
+  end
+  -- the transport still works afterwards
+  assert.equals(200, assert(t:request{ method = "GET", url = env.url .. "/echo" }).status)
+end)
+
 case("a slow answer fails with timeout", function(t, env)
   local quick = assert(env.new_transport{ timeout = 300 })
   local res, err = quick:request{ method = "GET", url = env.url .. "/delay/3000" }
