@@ -221,11 +221,15 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
   const char *method, *url, *body = NULL;
   long timeout = s->timeout;
   size_t max_body = s->max_body;
-  int has_ctype = 0, has_expect = 0;
+  int has_ctype = 0, has_expect = 0, idempotent;
   xfer *x;
   CURL *e;
 
   luaL_checktype(L, idx, LUA_TTABLE);
+  /* safe to repeat? (read before the stack below grows; nil = by method) */
+  lua_getfield(L, idx, "idempotent");
+  idempotent = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
+  lua_pop(L, 1);
   lua_getfield(L, idx, "method");
   if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_pushliteral(L, "GET"); }
   if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request: method must be a string");
@@ -355,6 +359,14 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
   curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
 
+  if (idempotent < 0)
+    idempotent = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0 ||
+                 strcmp(method, "OPTIONS") == 0;
+  /* libcurl silently resends a request whose reused connection died before
+   * any answer came; the server may have acted on it by then. A request that
+   * is not safe to repeat (a payment POST) therefore never rides on a reused
+   * connection: it gets a fresh one, which libcurl does not retry. */
+  if (!idempotent) curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
   if (body == NULL && (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
                        strcmp(method, "PATCH") == 0)) {
     body = "";                 /* send Content-Length: 0 */

@@ -142,6 +142,32 @@ describe("client reliability #network", function()
     assert.equal(#before.payments + 1, #after.payments)
   end)
 
+  it("sends a payment POST once over HTTP/1.1 keepalive when its answer is lost", function()
+    -- libcurl resends a request whose reused connection dies before any
+    -- answer; the session must not let that happen to a payment
+    local curl = require "xs2a.transport.curl"
+    local helper = require "helper"
+    local t = assert(curl.new{ identity = support.identity("qwac"), ca_file = helper.pki("ca.pem"), http2 = false })
+    finally(function() t:close() end)
+    local c = client{ transport = t }
+    local body = {
+      debtorAccount = { iban = "LT203500000010001101", currency = "EUR" },
+      instructedAmount = { currency = "EUR", amount = "1.10" },
+      creditorAccount = { iban = "LT023500000010002201" }, creditorName = "Bob",
+    }
+    -- warm the pool: the next requests would ride on a kept-alive connection
+    assert(c:request{ method = "GET", path = AIS, service = "AIS" })
+    local _, before = sb:control("GET", "/payments")
+    sb:fault{ kind = "drop", method = "POST", path = "/v1/payments/", count = 1 }
+    local p, err = c:initiate_payment("sepa-credit-transfers", body, { psu_ip = "198.51.100.7" })
+    assert.is_nil(p)
+    assert.equal("unknown", err.outcome)
+    local _, after = sb:control("GET", "/payments")
+    assert.equal(#before.payments + 1, #after.payments)
+    -- and the transport still works afterwards
+    assert(c:initiate_payment("sepa-credit-transfers", body, { psu_ip = "198.51.100.7" }))
+  end)
+
   it("retries a GET whose connection was dropped", function()
     local m = marker()
     sb:fault{ kind = "drop", method = "GET", path = "/_platform/ais", count = 1 }

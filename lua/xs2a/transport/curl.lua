@@ -68,7 +68,10 @@ end
 
 --- Sends one request and reads the whole response.
 -- @param req `{ method = "GET", url = "https://...", headers = { Name = "value" },
---   body = string|nil, timeout = ms|nil, max_body = bytes|nil }`
+--   body = string|nil, timeout = ms|nil, max_body = bytes|nil, idempotent = bool|nil }`;
+--   a request that is not `idempotent` (default: all but GET, HEAD, OPTIONS)
+--   goes out on a fresh connection, because libcurl would silently resend it
+--   if a reused connection died under it
 -- @return `res = { status, headers = { lowercase = "v1, v2" }, header_list,
 --   body, reused, http_version, time }`, or nil and
 --   `err = { code, message, sent }` (`sent = false` when the request surely
