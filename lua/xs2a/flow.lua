@@ -1,7 +1,7 @@
 --- SCA flows: a coroutine-backed state machine driven by the bank's `_links`.
 --
--- `consent:authorise(opts)`, `payment:authorise(opts)` and
--- `payment:authorise_cancellation(opts)` return a Flow. Drive it with
+-- `consent:authorise(opts)`, `payment:authorise(opts)`,
+-- `payment:authorise_cancellation(opts)` and `basket:authorise(opts)` return a Flow. Drive it with
 -- `flow:next(input)`; each call returns the next step that needs the PSU or
 -- the TPP:
 --

@@ -36,6 +36,12 @@
 -- `payment:cancel()` -> `{ status = 204|202|200, cancellation_required = bool,
 -- links, transaction_status }`; `payment:authorise(opts)`,
 -- `payment:authorise_cancellation(opts)` -> flow.
+--
+-- Basket (`client:create_signing_basket(body, opts)`, `client:signing_basket(id)`;
+-- profiles with `signing_baskets` only, else `nil, err` SERVICE_UNSUPPORTED):
+-- `basket:get()`, `basket:status()` -> transactionStatus, body;
+-- `basket:delete()` -> true; `basket:authorise(opts)` -> flow (scope
+-- `PIS:<basketId>`, ends at ACTC or ACSC).
 -- @module xs2a.resources
 local util = require "xs2a.util"
 local errors = require "xs2a.errors"
@@ -727,7 +733,8 @@ local function new_basket(client, id, fields)
   fields = fields or {}
   local b = setmetatable({
     client = client, kind = "basket", service = "PIS", id = id,
-    status = fields.status, links = fields.links or {}, data = fields.data, psu = fields.psu,
+    last_status = fields.status, links = fields.links or {}, data = fields.data, psu = fields.psu,
+    approach = fields.approach, messages = fields.messages,
     scope = "PIS:" .. id, token_key = "basket:" .. id,
     path = util.path("v1", "signing-baskets", id),
     final = BASKET_FINAL, success = BASKET_SUCCESS,
@@ -736,8 +743,13 @@ local function new_basket(client, id, fields)
   return b
 end
 
+Basket.__tostring = function(b) return "xs2a.Basket (" .. tostring(b.last_status or "?") .. ")" end
+
 --- `POST /v1/signing-baskets` (only for profiles with signing baskets).
+-- Never repeated automatically (like a payment initiation).
 -- @param body `{ paymentIds = {...}, consentIds = {...} }`
+-- @param opts the PSU options (`psu_ip` mandatory), `headers`, `redirect_preferred`,
+--   `decoupled_preferred`, `explicit`
 -- @return Basket or nil, err
 local function create_signing_basket(client, body, opts)
   local ok, berr = need_baskets(client)
@@ -750,23 +762,27 @@ local function create_signing_basket(client, body, opts)
       "PSU_IP_REQUIRED")
   end
   local res, err = client:request{ method = "POST", path = "/v1/signing-baskets", body = body, service = "PIS",
-    psu = psu, redirect = true, idempotent = false }
+    psu = psu, headers = tpp_headers(opts), redirect = true, idempotent = false }
   if not res then return nil, err end
   local b = res.json
-  if type(b) ~= "table" or type(b.basketId) ~= "string" then
-    return nil, errors.protocol("create_signing_basket: no basketId", { request_id = res.request_id,
-      outcome = "unknown" })
+  if type(b) ~= "table" or type(b.basketId) ~= "string" or b.basketId == "" then
+    return nil, errors.protocol("create_signing_basket: no basketId in the " .. res.status .. " response",
+      { status = res.status, request_id = res.request_id, outcome = "unknown" }, "BAD_RESPONSE")
   end
-  return new_basket(client, b.basketId, { status = b.transactionStatus, links = b._links, data = b, psu = psu })
+  return new_basket(client, b.basketId, { status = b.transactionStatus, links = b._links, data = b, psu = psu,
+    approach = approach_of(res), messages = errors.messages_from(b) })
 end
 
 --- `GET /v1/signing-baskets/{id}`.
--- @return body or nil, err
+-- @return body (`payments`, `consents`, `transactionStatus`) or nil, err
 function Basket:get()
   local res, err = self.client:request{ method = "GET", path = self.path, service = "PIS", token = self.token_key }
   if not res then return nil, err end
-  self.data = res.json
-  return res.json
+  local b, berr = body_table(res, "basket:get")
+  if not b then return nil, berr end
+  self.data = b
+  if type(b.transactionStatus) == "string" then self.last_status = b.transactionStatus end
+  return b
 end
 
 --- `GET /v1/signing-baskets/{id}/status`.
@@ -775,32 +791,38 @@ function Basket:status()
   local res, err = self.client:request{ method = "GET", path = self.path .. "/status", service = "PIS",
     token = self.token_key }
   if not res then return nil, err end
-  local b = res.json
-  if type(b) ~= "table" or type(b.transactionStatus) ~= "string" then
-    return nil, errors.protocol("basket:status: no transactionStatus", { request_id = res.request_id })
+  local b, berr = body_table(res, "basket:status")
+  if not b then return nil, berr end
+  if type(b.transactionStatus) ~= "string" then
+    return nil, errors.protocol("basket:status: no transactionStatus", { status = res.status,
+      request_id = res.request_id }, "BAD_RESPONSE")
   end
   self.last_status = b.transactionStatus
   return b.transactionStatus, b
 end
 Basket.current_status = Basket.status
 
---- `DELETE /v1/signing-baskets/{id}`.
+--- `DELETE /v1/signing-baskets/{id}` (the bank allows it while nothing is authorised).
 -- @return true or nil, err
 function Basket:delete()
   local res, err = self.client:request{ method = "DELETE", path = self.path, service = "PIS",
     token = self.token_key, idempotent = true }
   if not res then return nil, err end
+  self.last_status = "CANC"
   return true
 end
 
---- Starts the SCA flow of the basket.
+--- Starts the SCA flow of the basket: one authorisation for every payment
+-- and consent in it. The flow ends at `ACTC` or `ACSC`.
 -- @param opts flow options (see `xs2a.flow`)
 -- @return Flow
 function Basket:authorise(opts) return start_flow(self.client, self, opts) end
+
 --- JSON-safe reference for `client:resource_from_ref`.
 -- @return table
 function Basket:ref()
-  return { kind = "basket", id = self.id, psu = util.copy(self.psu), links = util.copy(self.links) }
+  return { kind = "basket", id = self.id, psu = util.copy(self.psu), links = util.copy(self.links),
+    status = self.last_status }
 end
 
 ------------------------------------------------------------------------------
@@ -844,7 +866,7 @@ local function resource_from_ref(client, ref)
       if ref.kind == "cancellation" then return new_cancellation(p, ref.cancel_links) end
       return p
     elseif ref.kind == "basket" then
-      return new_basket(client, ref.id, { psu = ref.psu, links = ref.links })
+      return new_basket(client, ref.id, { psu = ref.psu, links = ref.links, status = ref.status })
     end
     error("unknown resource kind " .. tostring(ref.kind), 0)
   end)

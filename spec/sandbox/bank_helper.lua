@@ -205,7 +205,7 @@ end
 --- Back to the defaults the bank specs run with.
 function H.restore(sb)
   return H.configure(sb, { sca = { approach = "oauth", multilevel = 1, decoupled_delay = 0, auth_timeout = 900 },
-    token_ttl = 3600, refresh_ttl = 7776000, code_ttl = 300, page_size = 50 })
+    token_ttl = 3600, refresh_ttl = 7776000, code_ttl = 300, page_size = 50, signing_baskets = false })
 end
 
 H.psu = psu

@@ -164,7 +164,8 @@ end
 local function match_route(ctx, routes)
   local path_known = false
   for _, r in ipairs(routes) do
-    local res = { find(ctx.path, r.pattern) }
+    -- `enabled(ctx)`: a route the configuration may switch off (then the next one matches)
+    local res = (r.enabled == nil or r.enabled(ctx)) and { find(ctx.path, r.pattern) } or {}
     if res[1] then
       if r.method == ctx.method or r.method == "*" then
         ctx.params = { select(3, unpack(res)) }

@@ -13,6 +13,7 @@ local function defaults()
     token_ttl = 3600, refresh_ttl = 7776000, code_ttl = 300,
     sca = { approach = "oauth", multilevel = 1, decoupled_delay = 0, auth_timeout = 900 },
     page_size = 50,
+    signing_baskets = false,
     variants = {
       berlin = { signing = { scheme = "berlin", required_for = util.array{ "PIS" } } },
       georgia = { signing = { scheme = "jws", required_for = util.array{ "PIS" }, sign_responses = true } },

@@ -57,7 +57,7 @@ local function guard(ctx)
   if t and t.scope ~= "AIS:" .. c.id then
     return nil, { common.err(ctx, 401, "TOKEN_INVALID", "access token was not issued for this consent") }
   end
-  if not t and c.approach == "oauth" then
+  if not t and c.approach == "oauth" and not c.basket then
     return nil, { common.err(ctx, 401, "TOKEN_UNKNOWN", "Authorization: Bearer <token> required for this consent") }
   end
   if not common.header(ctx, "psu-ip-address") then
@@ -417,10 +417,6 @@ local function funds_confirmation(ctx)
   return 200, { fundsAvailable = avail >= amount }
 end
 
-local function signing_baskets(ctx)
-  return common.err(ctx, 405, "SERVICE_INVALID", "signing baskets are not offered")
-end
-
 local ID = "([^/]+)"
 
 _M.routes = {
@@ -443,9 +439,5 @@ _M.routes = {
   { method = "POST", pattern = "^/v1/funds%-confirmations$", handler = funds_confirmation,
     auth = "mtls", service = "PIIS" },
 }
-_M.routes[#_M.routes + 1] = { method = "*", pattern = "^/v1/signing%-baskets$", handler = signing_baskets,
-  auth = "mtls" }
-_M.routes[#_M.routes + 1] = { method = "*", pattern = "^/v1/signing%-baskets/.+$", handler = signing_baskets,
-  auth = "mtls" }
 
 return _M

@@ -3,7 +3,8 @@
 -- A consent is stored under "consent:<id>":
 --   { id, variant, org_id, access, recurringIndicator, validUntil, frequencyPerDay,
 --     combinedServiceIndicator, status, created, lastActionDate, approach, required,
---     redirect_uri, nok_uri, auths, approvals, psu, valid_at, request_id }
+--     redirect_uri, nok_uri, auths, approvals, psu, valid_at, request_id,
+--     basket (id of the signing basket holding it) }
 local common = require "sandbox.bank.common"
 local sca = require "sandbox.bank.sca"
 local util = common.util
@@ -141,7 +142,9 @@ end
 -- hooks called by sca
 
 function _M.awaiting(c)
+  -- a consent in an open signing basket is authorised through the basket only
   return (c.status == "received" or c.status == "partiallyAuthorised") and c.validUntil >= common.today()
+    and not c.basket
 end
 
 local function ref_matches(ref, a)
@@ -196,6 +199,21 @@ function _M.on_authorised(auth, outcome)
     return c
   end)
   if closed then sca.close_all(closed) end
+end
+
+--- Authorises a consent through its signing basket's SCA (`psus` approved
+-- the basket): valid, owned by the first PSU. Read without a bearer token
+-- (the basket's OAuth token is a PIS token).
+-- @return the consent afterwards, or nil when it no longer waited
+function _M.authorise_in_basket(id, psus)
+  return common.update("consent:" .. id, function(c)
+    if not c or (c.status ~= "received" and c.status ~= "partiallyAuthorised") then return nil end
+    c.approvals = psus
+    c.psu = psus[1]
+    c.status = "valid"
+    c.valid_at = common.now()
+    return c
+  end)
 end
 
 ---------------------------------------------------------------------------
@@ -289,6 +307,10 @@ local function delete(ctx)
   if not c then return common.unpack(e) end
   if c.status == "terminatedByTpp" then
     return common.err(ctx, 409, "STATUS_INVALID", "consent is already terminated")
+  end
+  if c.basket and (c.status == "received" or c.status == "partiallyAuthorised") then
+    return common.err(ctx, 409, "STATUS_INVALID", "the consent is in signing basket " .. c.basket
+      .. "; delete the basket first")
   end
   common.update("consent:" .. c.id, function(x)
     if not x then return nil end

@@ -3,7 +3,7 @@
 -- platform dispatches to, matched in order.
 local _M = {}
 
-local MODULES = { "oauth", "redirect", "consents", "accounts", "payments" }
+local MODULES = { "oauth", "redirect", "consents", "accounts", "payments", "baskets" }
 
 _M.routes = {}
 for _, name in ipairs(MODULES) do

@@ -53,8 +53,9 @@ local function first(v)
   return v
 end
 
--- the resource a scope names: "AIS:<consentId>" or "PIS:<paymentId>"
--- (other space-separated scopes such as offline_access are ignored)
+-- the resource a scope names: "AIS:<consentId>", "PIS:<paymentId>" or
+-- "PIS:<basketId>" (other space-separated scopes such as offline_access are
+-- ignored); returns the resource, its service and its kind
 local function resource_of(ctx, scope, client_id)
   local found
   for word in tostring(scope or ""):gmatch("%S+") do
@@ -65,14 +66,15 @@ local function resource_of(ctx, scope, client_id)
     end
   end
   if not found then return nil end
-  local res
+  local res, kind
   if found.service == "AIS" then
-    res = require("sandbox.bank.consents").raw(found.id)
+    res, kind = require("sandbox.bank.consents").raw(found.id), "consent"
   else
-    res = require("sandbox.bank.payments").raw(found.id)
+    res, kind = require("sandbox.bank.payments").raw(found.id), "payment"
+    if not res then res, kind = require("sandbox.bank.baskets").raw(found.id), "basket" end
   end
   if not res or res.variant ~= ctx.variant or res.org_id ~= client_id then return nil end
-  return res, found.service
+  return res, found.service, kind
 end
 
 local function describe(res, service, auth)
@@ -94,6 +96,8 @@ local function describe(res, service, auth)
     end
     lines[#lines + 1] = "Valid until " .. res.validUntil .. ", up to " .. res.frequencyPerDay
       .. " automatic reads a day" .. (res.recurringIndicator and ", recurring." or ", one-off.")
+  elseif auth and auth.kind == "basket" then
+    for _, l in ipairs(require("sandbox.bank.baskets").describe(res)) do lines[#lines + 1] = l end
   else
     local d = require("sandbox.bank.payments").describe(res)
     if auth and auth.kind == "cancellation" then d = "Cancel: " .. d end
@@ -121,10 +125,10 @@ local function check_request(ctx, params)
   if type(p.client_id) ~= "string" or not p.client_id:match(CLIENT_ID) then
     return nil, { pages.message(400, "Invalid request", "client_id is missing or not an organisation identifier") }
   end
-  local res, service = resource_of(ctx, p.scope, p.client_id)
+  local res, service, kind = resource_of(ctx, p.scope, p.client_id)
   if not res then
-    return nil, { pages.message(400, "Invalid request",
-      "scope must name one consent (AIS:<consentId>) or payment (PIS:<paymentId>) of this client") }
+    return nil, { pages.message(400, "Invalid request", "scope must name one consent (AIS:<consentId>), "
+      .. "payment (PIS:<paymentId>) or signing basket (PIS:<basketId>) of this client") }
   end
   if type(p.redirect_uri) ~= "string" or not p.redirect_uri:match("^https?://[^%s#]+$") then
     return nil, { pages.message(400, "Invalid request", "redirect_uri is missing or not an absolute URL") }
@@ -153,7 +157,6 @@ local function check_request(ctx, params)
     auth = sca.open_auth(res, "oauth")
   end
   if not auth then
-    local kind = service == "AIS" and "consent" or "payment"
     if sca.awaiting(res, kind) and #(res.auths or {}) == 0 and (res.required or 1) == 1 then
       auth = sca.create(ctx, res, kind, {})
     else
@@ -169,7 +172,8 @@ local function form(ctx, p, res, service, auth, err, username)
   local hidden = {}
   for k, v in pairs(p) do hidden[k] = v end
   return pages.authorise_form({
-    title = service == "AIS" and "Give account access" or "Confirm payment",
+    title = service == "AIS" and "Give account access"
+      or auth.kind == "basket" and "Confirm signing basket" or "Confirm payment",
     bank = "Paysera sandbox bank", lines = describe(res, service, auth),
     action = ctx.root .. "/oauth/authorize", hidden = hidden, error = err, username = username,
   })

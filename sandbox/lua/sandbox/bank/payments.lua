@@ -5,7 +5,8 @@
 --   { id, seq, variant, service, product, org_id, request_id, body, status, created,
 --     approach, required, redirect_uri, nok_uri, auths, approvals, cancel_auths,
 --     cancel_approvals, cancel_requested, psu, debtor_iban, currency, amount,
---     amount_text, creditor_iban, execution_date, executions, reason }
+--     amount_text, creditor_iban, execution_date, executions, reason,
+--     basket (id of the signing basket holding it) }
 local common = require "sandbox.bank.common"
 local sca = require "sandbox.bank.sca"
 local ledger = require "sandbox.bank.ledger"
@@ -347,12 +348,28 @@ local function run_due(p)
   return common.get("payment:" .. p.id)
 end
 
+-- The payment's last authorisation is done: ACTC under the lock (only from
+-- RCVD/PATC, so it runs once), then execution of what is due.
+local function accept(id, fields)
+  local claimed = common.update("payment:" .. id, function(x)
+    if not x or (x.status ~= "RCVD" and x.status ~= "PATC") then return nil end
+    for k, v in pairs(fields) do x[k] = v end
+    x.status = "ACTC"
+    x.psu = (x.approvals or {})[1]
+    x.authorised = common.now()
+    return x
+  end)
+  if not claimed then return nil end
+  return run_due(claimed)
+end
+
 ---------------------------------------------------------------------------
 -- hooks called by sca
 
 function _M.awaiting(p, kind)
   if kind == "cancellation" then return p.status == "ACTC" and p.cancel_requested == true end
-  return p.status == "RCVD" or p.status == "PATC"
+  -- a payment in an open signing basket is authorised through the basket only
+  return (p.status == "RCVD" or p.status == "PATC") and not p.basket
 end
 
 function _M.owner_check(p, _, psu)
@@ -384,8 +401,14 @@ function _M.on_authorised(auth, outcome)
     set_fields(p.id, { status = "PATC", psu = psu })
     return
   end
-  p = set_fields(p.id, { status = "ACTC", psu = psu, authorised = common.now() })
-  run_due(p)
+  accept(p.id, {})
+end
+
+--- Authorises a payment through its signing basket's SCA (`psus` approved
+-- the basket) and executes it as its own last authorisation would.
+-- @return the payment afterwards, or nil when it no longer waited
+function _M.authorise_in_basket(id, psus)
+  return accept(id, { approvals = psus })
 end
 
 ---------------------------------------------------------------------------
@@ -408,6 +431,14 @@ function _M.raw(id)
   if not p then return nil end
   if sca.tick_resource(p) then p = common.get("payment:" .. id) end
   return run_due(p)
+end
+
+--- A payment of this TPP in this variant, whatever its service and product
+-- (signing baskets name payments by id only).
+function _M.owned(ctx, id)
+  local p = _M.raw(id)
+  if not p or p.variant ~= ctx.variant or not ctx.tpp or p.org_id ~= ctx.tpp.org_id then return nil end
+  return p
 end
 
 --- One line for the PSU's pages: "12.50 EUR to Bob (LT..)".
@@ -534,6 +565,10 @@ local function cancel(ctx, p)
   end
   if p.status == "ACSC" or p.status == "ACCC" or p.status == "RJCT" or p.status == "ACSP" then
     return common.err(ctx, 405, "CANCELLATION_INVALID", "payment is " .. p.status .. " and cannot be cancelled")
+  end
+  if p.basket and (p.status == "RCVD" or p.status == "PATC") then
+    return common.err(ctx, 409, "STATUS_INVALID", "the payment is in signing basket " .. p.basket
+      .. "; delete the basket first")
   end
   if p.status == "RCVD" or p.status == "PATC" then
     local done = common.update("payment:" .. p.id, function(x)

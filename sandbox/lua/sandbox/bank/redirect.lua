@@ -43,13 +43,15 @@ local function lines(res, auth)
     if res.access.allPsd2 then out[#out + 1] = "All your payment accounts: details, balances and transactions." end
     return out
   end
+  if auth.kind == "basket" then return require("sandbox.bank.baskets").describe(res) end
   local d = require("sandbox.bank.payments").describe(res)
   return { auth.kind == "cancellation" and "Cancel: " .. d or d }
 end
 
 local function form(ctx, auth, res, state, err, username)
   return pages.authorise_form({
-    title = auth.kind == "consent" and "Give account access" or "Confirm payment",
+    title = auth.kind == "consent" and "Give account access"
+      or auth.kind == "basket" and "Confirm signing basket" or "Confirm payment",
     lines = lines(res, auth), action = ctx.root .. "/sca/" .. auth.id,
     hidden = { state = state or "" }, error = err, username = username,
   })

@@ -3,7 +3,7 @@
 -- decoupled, embedded) and multilevel SCA.
 --
 -- An authorisation is stored under "auth:<id>":
---   { id, kind = "consent"|"payment"|"cancellation", rid, variant, approach,
+--   { id, kind = "consent"|"payment"|"cancellation"|"basket", rid, variant, approach,
 --     status (scaStatus), psu, org_id, created, tries, method, confirmation,
 --     redirect_uri, nok_uri, delay, timeout }
 -- Its resource keeps the ids (`auths`, or `cancel_auths` for cancellations)
@@ -47,15 +47,20 @@ end
 ---------------------------------------------------------------------------
 -- resources behind authorisations
 
+local RES_PREFIX = { consent = "consent:", basket = "basket:" }
+
 local function res_key(kind, rid)
-  return (kind == "consent" and "consent:" or "payment:") .. rid
+  return (RES_PREFIX[kind] or "payment:") .. rid
 end
 _M.res_key = res_key
 
 local function hooks(kind)
   if kind == "consent" then return require("sandbox.bank.consents") end
+  if kind == "basket" then return require("sandbox.bank.baskets") end
   return require("sandbox.bank.payments")
 end
+
+local NOUN = { consent = "consent", basket = "signing basket" }
 
 local function list_field(kind)
   return kind == "cancellation" and "cancel_auths" or "auths"
@@ -83,7 +88,7 @@ function _M.psu_allowed(res, kind, psu)
   local approvals = res[approvals_field(kind)] or {}
   for _, p in ipairs(approvals) do
     if p == psu then
-      return false, "you have already authorised this " .. (kind == "consent" and "consent" or "payment")
+      return false, "you have already authorised this " .. (NOUN[kind] or "payment")
     end
   end
   if #approvals == 0 or kind == "cancellation" then
