@@ -251,15 +251,9 @@ local function create(ctx)
   if not body then return common.unpack(berr) end
   local items, ierr = check_items(ctx, body)
   if not items then return common.unpack(ierr) end
-  local approach, aerr = sca.choose(ctx)
-  if not approach then return common.unpack(aerr) end
-  local uri, nok, herr = sca.redirect_headers(ctx)
-  if herr then return common.unpack(herr) end
-  local required = tonumber(ctx.cfg and ctx.cfg.sca and ctx.cfg.sca.multilevel) or 1
-  if required < 1 then required = 1 end
-  if approach == "redirect" and required == 1 and not uri then
-    return common.err(ctx, 400, "FORMAT_ERROR", "TPP-Redirect-URI required for the redirect approach")
-  end
+  local setup, serr = sca.setup(ctx)
+  if not setup then return common.unpack(serr) end
+  local approach, uri, nok, required = setup.approach, setup.uri, setup.nok, setup.required
   local b = {
     id = util.uuid(), variant = ctx.variant, org_id = ctx.tpp.org_id, request_id = ctx.request_id,
     payment_ids = {}, consent_ids = {}, status = "RCVD", created = common.now(), approach = approach,

@@ -261,15 +261,9 @@ local function create(ctx)
   if b.combinedServiceIndicator then
     return common.err(ctx, 400, "SESSIONS_NOT_SUPPORTED", "combined AIS/PIS sessions are not supported")
   end
-  local approach, aerr = sca.choose(ctx)
-  if not approach then return common.unpack(aerr) end
-  local uri, nok, herr = sca.redirect_headers(ctx)
-  if herr then return common.unpack(herr) end
-  local required = tonumber(ctx.cfg and ctx.cfg.sca and ctx.cfg.sca.multilevel) or 1
-  if required < 1 then required = 1 end
-  if approach == "redirect" and required == 1 and not uri then
-    return common.err(ctx, 400, "FORMAT_ERROR", "TPP-Redirect-URI required for the redirect approach")
-  end
+  local setup, serr = sca.setup(ctx)
+  if not setup then return common.unpack(serr) end
+  local approach, uri, nok, required = setup.approach, setup.uri, setup.nok, setup.required
   local c = {
     id = util.uuid(), variant = ctx.variant, org_id = ctx.tpp.org_id, access = access,
     recurringIndicator = b.recurringIndicator, validUntil = b.validUntil,

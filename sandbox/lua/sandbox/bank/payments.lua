@@ -472,15 +472,9 @@ local function create(service)
     if not b then return common.unpack(berr) end
     local parts, code, msg = check_body(ctx, service, product, b)
     if not parts then return common.err(ctx, 400, code, msg) end
-    local approach, aerr = sca.choose(ctx)
-    if not approach then return common.unpack(aerr) end
-    local uri, nok, herr = sca.redirect_headers(ctx)
-    if herr then return common.unpack(herr) end
-    local required = tonumber(ctx.cfg and ctx.cfg.sca and ctx.cfg.sca.multilevel) or 1
-    if required < 1 then required = 1 end
-    if approach == "redirect" and required == 1 and not uri then
-      return common.err(ctx, 400, "FORMAT_ERROR", "TPP-Redirect-URI required for the redirect approach")
-    end
+    local setup, serr = sca.setup(ctx)
+    if not setup then return common.unpack(serr) end
+    local approach, uri, nok, required = setup.approach, setup.uri, setup.nok, setup.required
     local p = {
       id = util.uuid(), seq = common.incr("bank:payment_seq"), variant = ctx.variant,
       service = service, product = product, org_id = ctx.tpp.org_id, request_id = ctx.request_id,

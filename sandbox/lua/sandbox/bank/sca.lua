@@ -138,6 +138,22 @@ function _M.redirect_headers(ctx)
   return uri, nok
 end
 
+--- What creating a consent, payment or basket needs from the SCA side: the
+-- approach, the redirect URIs and how many PSUs must authorise (multilevel).
+-- @return `{ approach, uri, nok, required }`, or nil and an error response
+function _M.setup(ctx)
+  local approach, aerr = _M.choose(ctx)
+  if not approach then return nil, aerr end
+  local uri, nok, herr = _M.redirect_headers(ctx)
+  if herr then return nil, herr end
+  local required = tonumber(ctx.cfg and ctx.cfg.sca and ctx.cfg.sca.multilevel) or 1
+  if required < 1 then required = 1 end
+  if approach == "redirect" and required == 1 and not uri then
+    return nil, { common.err(ctx, 400, "FORMAT_ERROR", "TPP-Redirect-URI required for the redirect approach") }
+  end
+  return { approach = approach, uri = uri, nok = nok, required = required }
+end
+
 ---------------------------------------------------------------------------
 -- authorisation records
 
