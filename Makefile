@@ -46,7 +46,7 @@ $(BUILD)/pki/qwac.pem: sandbox/bin/mkpki
 	sh sandbox/bin/mkpki $(BUILD)/pki
 
 lint:
-	luacheck -q lua spec sandbox/lua examples
+	luacheck -q lua spec sandbox/lua examples bench fuzz
 
 # The README's test command: deps, build, lint, every suite, one summary line.
 test:
