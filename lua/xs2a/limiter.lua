@@ -38,14 +38,24 @@ local HOUR = { period = 3600, slot = 300, slots = 13, pace = false } -- window 6
 
 --- Creates a limiter.
 -- @param opts `{ store, id (e.g. the TPP org id), per_second, per_hour,
---   concurrent, sleep = function(s), clock = function() -> s, lease_ttl = s,
---   max_wait = s (default 30) }`; a limit that is nil/false is not enforced.
+--   concurrent, headroom (default 0.9), sleep = function(s), clock = function() -> s,
+--   lease_ttl = s, max_wait = s (default 30) }`; a limit that is nil/false is
+--   not enforced. `headroom` scales the per-second budget: the bank counts
+--   arrivals, and latency jitter moves requests between its seconds, so
+--   aiming just under its limit keeps a busy client from ever meeting a 429
+--   (1 = aim at the limit itself).
 function _M.new(opts)
   assert(type(opts) == "table" and opts.store, "limiter needs a store")
+  local headroom = opts.headroom or 0.9
+  if type(headroom) ~= "number" or headroom <= 0 or headroom > 1 then
+    error("limiter headroom must be a number in (0, 1]", 2)
+  end
+  local per_second = opts.per_second or nil
+  if per_second then per_second = math.max(1, floor(per_second * headroom)) end
   local self = setmetatable({
     store = opts.store,
     id = tostring(opts.id or "default"):gsub("[^%w%-_.]", "_"),
-    per_second = opts.per_second or nil,
+    per_second = per_second,
     per_hour = opts.per_hour or nil,
     concurrent = opts.concurrent or nil,
     sleep = opts.sleep or require("xs2a.parallel").sleep,

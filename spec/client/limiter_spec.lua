@@ -31,6 +31,35 @@ describe("xs2a.limiter", function()
     assert.is_true(vc.slept > 0)
   end)
 
+  it("aims at headroom (default 0.9) times the per-second limit, and at the limit with headroom = 1", function()
+    local function busiest_second(headroom)
+      local vc = vclock()
+      local st = store_mod.memory{ clock = vc.clock }
+      local l = limiter.new{ store = st, id = "tpp", per_second = 20, headroom = headroom,
+        clock = vc.clock, sleep = vc.sleep }
+      local starts = {}
+      for _ = 1, 120 do
+        local release = assert(l:acquire())
+        starts[#starts + 1] = vc.now
+        release()
+        vc.now = vc.now + 0.001
+      end
+      local most = 0
+      for i = 1, #starts do
+        local n = 0
+        for j = i, #starts do
+          if starts[j] - starts[i] < 1.0 then n = n + 1 end
+        end
+        if n > most then most = n end
+      end
+      return most
+    end
+    assert.is_true(busiest_second(nil) <= 18)
+    local full = busiest_second(1)
+    assert.is_true(full > 18 and full <= 20, "headroom 1 allowed " .. full)
+    assert.has_error(function() limiter.new{ store = store_mod.memory(), headroom = 1.5 } end)
+  end)
+
   it("shares the budget between limiters on one store (nginx workers)", function()
     local vc = vclock()
     local st = store_mod.memory{ clock = vc.clock }
