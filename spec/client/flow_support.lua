@@ -1,9 +1,9 @@
 -- Shared helpers of the SCA flow and OAuth specs (spec/client/flow_*_spec.lua,
 -- spec/client/oauth_*_spec.lua): a client for a variant, the PSU's browser,
 -- sandbox configuration with restore, and test data.
-local helper = require "helper"
 local sandbox = require "support.sandbox"
-local xs2a = require "xs2a"
+local sc = require "support.client"
+local psu_browser = require "support.psu"
 
 local M = {}
 
@@ -14,54 +14,23 @@ function M.sandbox()
   return sandbox.shared()
 end
 
--- one store for every client of these specs unless a spec brings its own:
--- the limiter keeps its counters there, so clients made one after another
--- stay under the bank's rate limit together, as one TPP's workers would
-M.store = xs2a.store.memory()
+-- The same process-wide store as every other spec client (support.client):
+-- the limiter keeps its counters there, so all clients of this process stay
+-- under the sandbox's per-TPP rate limit together, as one TPP's workers would.
+-- Two stores would be two limiters each spending the whole budget.
+M.store = sc.shared_store()
 
 --- A client for "berlin" or "georgia" talking to the shared sandbox.
 function M.client(variant, overrides)
-  variant = variant or "berlin"
-  if not (overrides and overrides.store) then
-    local o = { store = M.store }
-    for k, v in pairs(overrides or {}) do o[k] = v end
-    overrides = o
-  end
-  local ok, sc = pcall(require, "support.client")
-  if ok and type(sc) == "table" and type(sc.new_client) == "function" then
-    local o = { redirect_uri = M.REDIRECT_URI }
-    for k, v in pairs(overrides or {}) do o[k] = v end
-    return sc.new_client(variant, o)
-  end
-  local sb = sandbox.shared()
-  local pki = sb.pki or helper.pki_dir
-  local opts = {
-    profile = "paysera-" .. variant,
-    base_url = sb.base_url,
-    qwac = { cert = pki .. "/qwac.pem", key = pki .. "/qwac.key" },
-    qseal = { cert = pki .. "/qseal.pem", key = pki .. "/qseal.key" },
-    redirect_uri = M.REDIRECT_URI,
-    ca_file = pki .. "/ca.pem",
-    response_cert = pki .. "/aspsp-seal.pem",
-  }
-  for k, v in pairs(overrides or {}) do opts[k] = v end
-  return assert(xs2a.client(opts))
+  local o = { redirect_uri = M.REDIRECT_URI, store = M.store }
+  for k, v in pairs(overrides or {}) do o[k] = v end
+  return sc.new_client(variant or "berlin", o)
 end
 
-local browser
 --- Plays the PSU in a browser from `url`; returns the callback URL.
 -- @param psu `{ username, password, decision = "approve"|"deny" }`
 function M.authorize(url, psu)
-  local ok, p = pcall(require, "support.psu")
-  if ok and type(p) == "table" and type(p.authorize) == "function" then
-    return p.authorize(url, { username = psu.username, password = psu.password, decision = psu.decision or "approve",
-      redirect_uri = M.REDIRECT_URI })
-  end
-  if not browser then
-    package.path = helper.root .. "/examples/?.lua;" .. package.path
-    browser = assert(require("psu_browser").new{ ca_file = (sandbox.shared().pki or helper.pki_dir) .. "/ca.pem" })
-  end
-  return browser:authorize(url, { username = psu.username, password = psu.password,
+  return psu_browser.authorize(url, { username = psu.username, password = psu.password,
     decision = psu.decision or "approve", redirect_uri = M.REDIRECT_URI })
 end
 
