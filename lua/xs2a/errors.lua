@@ -19,7 +19,10 @@
 -- * `outcome`: `"unknown"` when a request that is not safe to repeat (a
 --   payment POST) may have reached the bank but its answer was lost: check
 --   with the bank before trying again; otherwise nil;
--- * `method`, `path` of the request; `links` (`_links` of an error body).
+-- * `method`, `path` of the request; `links` (`_links` of an error body);
+-- * `cause`: the error behind this one, when there is one (the refused token
+--   refresh behind a 401 `TOKEN_EXPIRED`, the refused OTP behind a failed
+--   SCA); `tostring` appends it after `; cause: `.
 --
 -- `tostring(err)` is one line, for example
 -- `xs2a: 401 TOKEN_EXPIRED: The access token has expired (GET /v1/accounts, X-Request-ID 9c1...)`.
@@ -48,7 +51,7 @@ local function clean(s, max)
   return s
 end
 
-Error.__tostring = function(e)
+local function describe(e, depth)
   local parts = { "xs2a:" }
   if e.kind == "http" then
     parts[#parts + 1] = tostring(e.status)
@@ -64,8 +67,20 @@ Error.__tostring = function(e)
   if e.retry_after then ctx[#ctx + 1] = "retry after " .. tostring(e.retry_after) .. " s" end
   if e.request_id then ctx[#ctx + 1] = "X-Request-ID " .. e.request_id end
   if #ctx > 0 then line = line .. " (" .. table.concat(ctx, ", ") .. ")" end
+  local cause = e.cause
+  if cause ~= nil and depth < 3 then
+    local text
+    if getmetatable(cause) == Error then
+      text = str_gsub(describe(cause, depth + 1), "^xs2a: ", "")
+    elseif type(cause) ~= "table" then
+      text = clean(cause, 300)
+    end
+    if text then line = line .. "; cause: " .. text end
+  end
   return line
 end
+
+Error.__tostring = function(e) return describe(e, 1) end
 
 --- True when `v` is an xs2a error.
 function _M.is_error(v)

@@ -80,4 +80,24 @@ describe("xs2a.errors", function()
     assert.is_true(errors.is_error(o))
     assert.is_false(errors.is_error({}))
   end)
+
+  it("tostring names the cause, masked, at most three levels deep, even for a cycle", function()
+    local inner = errors.new("http", { status = 400, code = "invalid_grant", text = "the consent is no longer valid" })
+    local outer = errors.new("http", { status = 401, code = "TOKEN_EXPIRED", text = "access token expired",
+      method = "GET", path = "/v1/accounts", cause = inner })
+    assert.equal("xs2a: 401 TOKEN_EXPIRED: access token expired (GET /v1/accounts); "
+      .. "cause: 400 invalid_grant: the consent is no longer valid", tostring(outer))
+    local s = errors.new("sca", { code = "SCA_FAILED", text = "failed",
+      cause = "refused for LT601010012345678901\nnext line" })
+    local text = tostring(s)
+    assert.matches("; cause: refused for ", text, 1, true)
+    assert.is_nil(text:find("LT601010012345678901", 1, true))
+    assert.is_nil(text:find("\n", 1, true))
+    local a = errors.new("sca", { code = "A", text = "a" })
+    local b = errors.new("sca", { code = "B", text = "b", cause = a })
+    a.cause = b
+    local _, n = tostring(a):gsub("cause:", "")
+    assert.equal(2, n)
+  end)
 end)
+

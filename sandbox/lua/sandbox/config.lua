@@ -14,6 +14,7 @@ local function defaults()
     sca = { approach = "oauth", multilevel = 1, decoupled_delay = 0, auth_timeout = 900 },
     page_size = 50,
     signing_baskets = false,
+    clock_offset = 0,
     variants = {
       berlin = { signing = { scheme = "berlin", required_for = util.array{ "PIS" } } },
       georgia = { signing = { scheme = "jws", required_for = util.array{ "PIS" }, sign_responses = true } },

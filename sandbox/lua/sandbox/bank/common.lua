@@ -51,8 +51,17 @@ function _M.incr(key, n) return state.incr(key, n or 1) end
 ---------------------------------------------------------------------------
 -- time
 
-function _M.now() return util.now() end
-function _M.today() return util.iso_date(util.now()) end
+-- The bank's business clock: real time plus the configuration's
+-- `clock_offset` (seconds, default 0). Consent lifetimes and validUntil,
+-- tokens, codes, authorisation timeouts and execution dates all read it, so
+-- a spec can move the bank a day ahead without waiting. The platform
+-- (certificates, signature timestamps, rate windows) keeps real time.
+function _M.now()
+  local ok, cfg = pcall(require("sandbox.config").get)
+  local offset = ok and type(cfg) == "table" and tonumber(cfg.clock_offset) or 0
+  return util.now() + offset
+end
+function _M.today() return util.iso_date(_M.now()) end
 _M.iso_date = util.iso_date
 _M.iso_datetime = util.iso_datetime
 _M.parse_date = util.parse_date
