@@ -526,9 +526,12 @@ local function get(ctx, p)
   if p.service == "periodic-payments" then
     local today = common.today()
     local upcoming = util.array()
+    local executed = {}
+    for _, e in ipairs(p.executions or {}) do executed[e.date] = true end
     if not FINAL[p.status] then
       for _, d in ipairs(_M.schedule(p.body, 400)) do
-        if d >= today then upcoming[#upcoming + 1] = d end
+        -- the dates still to come: today's counts until it has run
+        if d >= today and not executed[d] then upcoming[#upcoming + 1] = d end
         if #upcoming >= SCHEDULE_LENGTH then break end
       end
     end

@@ -1,4 +1,5 @@
--- Consent expiry at the bank, seen through the client. The sandbox's
+-- The bank's clock, seen through the client: consent expiry and scheduled
+-- payments. The sandbox's
 -- business clock is moved ahead (configuration `clock_offset`) instead of
 -- the spec waiting an hour or a day; the client keeps real time, so it
 -- learns of every expiry from the bank's answers, as it would in production.
@@ -93,3 +94,74 @@ describe("consent expiry at the bank #network", function()
     end)
   end
 end)
+
+-- days from today (UTC) to the next Tuesday at least `min_days` ahead: a
+-- weekly order starting then never meets a weekend shift
+local function days_to_tuesday(min_days)
+  for d = min_days, min_days + 7 do
+    if os.date("!%w", os.time() + d * DAY) == "2" then return d end
+  end
+end
+
+-- balances as "%.2f" strings, so float arithmetic cannot blur a cent
+local function money(x) return ("%.2f"):format(tonumber(x)) end
+local function balance(id) return money(fs.bank_accounts()[id].balance) end
+
+local function authorised_payment(client, product, body, opts)
+  local payment = assert(client:initiate_payment(product, body, opts or { psu_ip = fs.PSU_IP }))
+  local done = assert(support.authorise(payment))
+  assert.equal("ACTC", done.status)
+  return payment
+end
+
+describe("scheduled payments at the bank #network", function()
+  setup(function() fs.sandbox() end)
+  after_each(function() fs.restore() end)
+
+  for _, variant in ipairs({ "berlin", "georgia" }) do
+    it(variant .. ": a future-dated payment waits for its day, then executes once", function()
+      local client = fs.client(variant)
+      local product, body, debtor, creditor = fs.payment(variant, "4.25")
+      body.requestedExecutionDate = os.date("!%Y-%m-%d", os.time() + 2 * DAY)
+      local payment = authorised_payment(client, product, body)
+      assert.equal(money(debtor.balance), balance(debtor.resourceId))
+
+      fs.configure{ clock_offset = DAY }
+      assert.equal("ACTC", (payment:status()))
+      assert.equal(money(debtor.balance), balance(debtor.resourceId))
+
+      fs.configure{ clock_offset = 2 * DAY }
+      assert.equal("ACSC", (payment:status()))
+      assert.equal(money(tonumber(debtor.balance) - 4.25), balance(debtor.resourceId))
+      assert.equal(money(tonumber(creditor.balance) + 4.25), balance(creditor.resourceId))
+      -- reading again does not run it again
+      assert.equal("ACSC", (payment:status()))
+      assert.equal("ACSC", assert(payment:get()).transactionStatus)
+      assert.equal(money(tonumber(debtor.balance) - 4.25), balance(debtor.resourceId))
+    end)
+
+    it(variant .. ": a weekly standing order executes on each date the bank's clock passes", function()
+      local client = fs.client(variant)
+      local product, body, debtor, creditor = fs.payment(variant, "1.10")
+      local start = days_to_tuesday(1)
+      body.startDate = os.date("!%Y-%m-%d", os.time() + start * DAY)
+      body.frequency = "Weekly"
+      body.endDate = os.date("!%Y-%m-%d", os.time() + (start + 60) * DAY)
+      local payment = authorised_payment(client, product, body, { psu_ip = fs.PSU_IP, service = "periodic-payments" })
+      local b = assert(payment:get())
+      assert.equal(0, #b.executions)
+      assert.equal(body.startDate, b.schedule[1])
+
+      fs.configure{ clock_offset = (start + 7) * DAY }   -- the second date
+      b = assert(payment:get())
+      assert.equal(2, #b.executions)
+      assert.equal(body.startDate, b.executions[1].executionDate)
+      for _, e in ipairs(b.executions) do assert.equal("ACSC", e.transactionStatus) end
+      assert.equal(os.date("!%Y-%m-%d", os.time() + (start + 14) * DAY), b.schedule[1])
+      assert(payment:get())
+      assert.equal(money(tonumber(debtor.balance) - 2.2), balance(debtor.resourceId))
+      assert.equal(money(tonumber(creditor.balance) + 2.2), balance(creditor.resourceId))
+    end)
+  end
+end)
+
