@@ -1,5 +1,6 @@
 -- SCA flows against the sandbox: the embedded approach (password, method
--- choice, OTP) and the decoupled approach (the PSU approves in an app).
+-- choice, OTP) and the decoupled approach (the PSU approves in an app), for
+-- consents on Berlin and for signed payment authorisations on both variants.
 local fs = require "client.flow_support"
 
 describe("xs2a.flow #network", function()
@@ -148,4 +149,54 @@ describe("xs2a.flow #network", function()
       assert.equal("SCA_FAILED", err.code)
     end)
   end)
+
+  -- payments on both variants: every authorisation call of PIS is signed
+  -- (Berlin HTTP signature, Georgian JWS) and the ledger must move once
+  describe("payments", function()
+    local function money(x) return ("%.2f"):format(tonumber(x)) end
+    local function balance(id) return money(fs.bank_accounts()[id].balance) end
+
+    for _, variant in ipairs({ "berlin", "georgia" }) do
+      it(variant .. ": embedded SCA of a payment with signed PUTs ends in ACSC, the ledger moves once", function()
+        fs.configure{ sca = { approach = "embedded" } }
+        local client, events = fs.client(variant, { capture_log = true })
+        local product, body, debtor, creditor = fs.payment(variant, "6.40")
+        local payment = assert(client:initiate_payment(product, body, { psu_ip = fs.PSU_IP }))
+        local flow = assert(payment:authorise())
+        assert.equal("credentials", assert(flow:next()).kind)
+        assert.equal("choose_method", assert(flow:next{ psu_id = "alice", password = "alice-pass" }).kind)
+        assert.equal("otp", assert(flow:next{ method = "sms" }).kind)
+        local step = assert(flow:next{ otp = "123456" })
+        assert.equal("done", step.kind)
+        assert.equal("ACSC", step.status)
+        assert.equal(money(tonumber(debtor.balance) - 6.4), balance(debtor.resourceId))
+        assert.equal(money(tonumber(creditor.balance) + 6.4), balance(creditor.resourceId))
+        -- the start with the password and the two PUTs carried the variant's signature
+        local sig = variant == "georgia" and "x-jws-signature" or "Signature"
+        local calls = 0
+        for _, e in ipairs(events) do
+          local f = e.fields
+          if e.event == "request" and (f.method == "PUT" or f.url:find("/authorisations$")) then
+            calls = calls + 1
+            local found = false
+            for k in pairs(e.fields.headers) do if k:lower() == sig:lower() then found = true end end
+            assert.is_true(found, f.method .. " without " .. sig)
+          end
+        end
+        assert.equal(3, calls)
+      end)
+
+      it(variant .. ": decoupled SCA of a payment is polled to ACSC after the PSU's app approves", function()
+        fs.configure{ sca = { approach = "decoupled", decoupled_delay = 1 } }
+        local client = fs.client(variant)
+        local product, body, debtor = fs.payment(variant, "0.75")
+        local payment = assert(client:initiate_payment(product, body, { psu_ip = fs.PSU_IP, psu_id = "alice" }))
+        local step = assert(assert(payment:authorise{ poll_interval = 0.2 }):next())
+        assert.equal("done", step.kind)
+        assert.equal("ACSC", step.status)
+        assert.equal(money(tonumber(debtor.balance) - 0.75), balance(debtor.resourceId))
+      end)
+    end
+  end)
 end)
+
