@@ -51,6 +51,7 @@ build = {
     ["xs2a.sign"] = "lua/xs2a/sign.lua",
     ["xs2a.store"] = "lua/xs2a/store/init.lua",
     ["xs2a.store.memory"] = "lua/xs2a/store/memory.lua",
+    ["xs2a.store.redis"] = "lua/xs2a/store/redis.lua",
     ["xs2a.store.shdict"] = "lua/xs2a/store/shdict.lua",
     ["xs2a.transport.curl"] = "lua/xs2a/transport/curl.lua",
     ["xs2a.transport"] = "lua/xs2a/transport/init.lua",

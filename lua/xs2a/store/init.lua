@@ -3,6 +3,9 @@
 --
 --     xs2a.store.memory()            -- one process
 --     xs2a.store.shdict("xs2a")      -- nginx lua_shared_dict (OpenResty)
+--     xs2a.store.redis{ host = "10.0.0.5", port = 6379 }
+--                                    -- Redis: several hosts share tokens and
+--                                    -- limiter state (cosockets inside nginx)
 -- @module xs2a.store
 local _M = {}
 
@@ -17,6 +20,15 @@ function _M.shdict(name, opts)
   local ok, mod = pcall(require, "xs2a.store.shdict")
   if not ok then return nil, "xs2a.store.shdict unavailable: " .. tostring(mod) end
   return mod.new(name, opts)
+end
+
+--- A store on a Redis server (LuaSocket, or cosockets inside nginx).
+-- @param opts `{ host, port, password, username, db, prefix, timeout, pool = { size, idle } }`
+-- @return store, or nil and err
+function _M.redis(opts)
+  local ok, mod = pcall(require, "xs2a.store.redis")
+  if not ok then return nil, "xs2a.store.redis unavailable: " .. tostring(mod) end
+  return mod.new(opts)
 end
 
 local REQUIRED = { "get", "set", "add", "delete", "incr", "lock" }
