@@ -8,7 +8,8 @@
 --   (no usable answer: timeout, TLS, connection), `"protocol"` (an answer we
 --   cannot use: malformed JSON, bad response signature, unexpected status),
 --   `"sca"` (authorisation denied/failed), `"limit"` (refused locally before
---   the bank would have said 429), `"config"` (client configuration);
+--   the bank would have said 429), `"config"` (client configuration),
+--   `"store"` (the token store failed, e.g. Redis down: `STORE_UNAVAILABLE`);
 -- * `status`: HTTP status or nil; `code`: the bank's message code
 --   (`"TOKEN_EXPIRED"`) or our own (`"timeout"`, `"ACCESS_EXCEEDED"`...);
 -- * `messages`: list of `{ category, code, text, path }` (both body formats);
@@ -101,7 +102,7 @@ end
 --- Creates an error. `fields.text` is cleaned (one line, IBANs masked).
 -- Also callable as `errors.new{ kind = ..., code = ..., message = ... }`
 -- (`message` is an alias of `text`; both are set on the result).
--- @param kind "http"|"transport"|"protocol"|"sca"|"limit"|"config" (or another
+-- @param kind "http"|"transport"|"protocol"|"sca"|"limit"|"config"|"store" (or another
 --   word a module needs, such as "auth")
 -- @param fields table of the fields described above
 function _M.new(kind, fields)

@@ -240,9 +240,22 @@ function _M.authorization_url(meta, p)
   return ep .. sep .. q
 end
 
+-- A failing store (e.g. Redis down) is an error of its own: the caller must
+-- not take it for "no token" nor lose a token it could not write.
+local function store_error(what, why)
+  return new_error{ kind = "store", code = "STORE_UNAVAILABLE", retryable = true,
+    message = "oauth: token store " .. what .. " failed: " .. tostring(why) }
+end
+
+--- The token record of `token_key`.
+-- @return record | nil (none) | nil, err (the store failed)
 local function read_record(client, token_key)
-  local raw = client.store and client.store:get(_M.store_key(token_key))
-  if not raw then return nil end
+  if not client.store then return nil end
+  local raw, why = client.store:get(_M.store_key(token_key))
+  if raw == nil then
+    if why ~= nil then return nil, store_error("read", why) end
+    return nil
+  end
   local rec = cjson.decode(raw)
   if type(rec) ~= "table" or type(rec.access_token) ~= "string" then return nil end
   return rec
@@ -256,7 +269,9 @@ local function write_record(client, token_key, rec)
   if not rec.refresh_token and rec.expires_at then
     ttl = math.max(1, math.ceil(rec.expires_at - now()) + _M.SKEW)
   end
-  client.store:set(_M.store_key(token_key), assert(cjson.encode(rec)), ttl)
+  local ok, why = client.store:set(_M.store_key(token_key), assert(cjson.encode(rec)), ttl)
+  if not ok then return nil, store_error("write", why) end
+  return true
 end
 
 -- POSTs a form to the token endpoint; returns the decoded token response.
@@ -324,7 +339,8 @@ function _M.exchange_code(client, meta, token_key, code, verifier, redirect_uri)
   }, "code exchange")
   if not body then return nil, err end
   local rec = record_from(body, meta.token_endpoint)
-  write_record(client, token_key, rec)
+  local stored, serr = write_record(client, token_key, rec)
+  if not stored then return nil, serr end
   log(client, "info", "oauth.token", { grant = "authorization_code", expires_in = tonumber(body.expires_in),
     refresh = rec.refresh_token ~= nil })
   return rec
@@ -333,7 +349,7 @@ end
 --- Stores a token record given by the caller (e.g. obtained elsewhere).
 function _M.set_record(client, token_key, rec)
   assert(type(rec) == "table" and type(rec.access_token) == "string", "oauth.set_record: access_token required")
-  write_record(client, token_key, rec)
+  return write_record(client, token_key, rec)
 end
 
 --- Forgets the tokens of `token_key`.
@@ -362,17 +378,26 @@ function _M.refresh(client, token_key, stale, opts)
   local delay = 0.02
   local waited = false
   while true do
-    local rec = read_record(client, token_key)
+    local rec, rerr = read_record(client, token_key)
+    if rerr then return nil, rerr end
     if not rec then
       return nil, new_error{ kind = "sca", code = "TOKEN_MISSING",
         message = "oauth: no token for this resource (authorise it first)" }
     end
     if stale and rec.access_token ~= stale then return rec.access_token end
     if waited and stale == nil then return rec.access_token end
-    local unlock = store:lock(lock_key, _M.LOCK_TTL)
+    local unlock, lerr = store:lock(lock_key, _M.LOCK_TTL)
+    if not unlock and lerr ~= nil and lerr ~= "locked" then
+      -- the store failed, nobody holds the lock: waiting would not help
+      return nil, store_error("lock", lerr)
+    end
     if unlock then
       -- re-read under the lock: a holder may have finished just before we got it
-      rec = read_record(client, token_key)
+      rec, rerr = read_record(client, token_key)
+      if rerr then
+        unlock()
+        return nil, rerr
+      end
       if rec and stale and rec.access_token ~= stale then
         unlock()
         return rec.access_token
@@ -408,10 +433,15 @@ function _M.refresh(client, token_key, stale, opts)
         return nil, err
       end
       local new = record_from(body, endpoint, rec)
-      write_record(client, token_key, new)
+      local stored, serr = write_record(client, token_key, new)
       unlock()
       log(client, "info", "oauth.refresh", { result = "ok", expires_in = tonumber(body.expires_in),
         rotated = type(body.refresh_token) == "string" })
+      if not stored then
+        -- the bank has rotated the refresh token already: this call can still
+        -- use the new access token, but the next refresh will be refused
+        log(client, "error", "oauth.store", { result = "write failed", error = tostring(serr) })
+      end
       return new.access_token
     end
     if now() > wait_until then
@@ -428,7 +458,8 @@ end
 -- within `SKEW` seconds.
 -- @return access_token | nil (no token) | nil, err (refresh failed)
 function _M.access_token(client, token_key, opts)
-  local rec = read_record(client, token_key)
+  local rec, rerr = read_record(client, token_key)
+  if rerr then return nil, rerr end
   if not rec then return nil end
   local skew = (opts and opts.skew) or _M.SKEW
   if not rec.expires_at or rec.expires_at - now() > skew then

@@ -399,6 +399,27 @@ end
       assert.equal(0, token_posts(mark))
     end)
 
+    it("reports a token store that is down as a store error, at once and without calling the bank", function()
+      local own = redis_support.start{}
+      finally(function() own:stop() end)
+      local c = support.new_client("berlin", {
+        store = assert(xs2a.store.redis{ port = own.port, timeout = 1, prefix = unique("gone") }) }, sb)
+      local cons = assert(c:create_consent(consent_body(), PRESENT))
+      assert.equal("valid", assert(support.authorise(cons)).status)
+      own:stop()
+      local mark = #sb:access_log()
+      local took, list, err = elapsed(function() return cons:accounts(PRESENT) end)
+      assert.is_nil(list)
+      assert.equal("store", err.kind)
+      assert.equal("STORE_UNAVAILABLE", err.code)
+      assert.is_true(err.retryable)
+      assert.matches("token store read failed", tostring(err), 1, true)
+      assert.is_true(took < 3, "took " .. took .. " s")
+      for i = mark + 1, #sb:access_log() do
+        assert.is_nil(sb:access_log()[i]:find("/v1/accounts", 1, true))
+      end
+    end)
+
     it("lets exactly one of two processes refresh an expired token", function()
       assert.is_table(consent, "needs the consent of the previous case")
       local rec = assert(oauth.read_record(client, consent.token_key))
