@@ -41,11 +41,7 @@ local function payment_body(amount)
   }
 end
 
-local function consent_body()
-  return { access = { allPsd2 = "allAccounts" }, recurringIndicator = true,
-    validUntil = os.date("!%Y-%m-%d", os.time() + 30 * 86400), frequencyPerDay = 4,
-    combinedServiceIndicator = false }
-end
+local consent_body = support.consent_body
 
 describe("signing baskets #network (berlin-group profile)", function()
   local sb, saved

@@ -48,15 +48,7 @@ function M.restore()
   sandbox.shared():reset()
 end
 
-function M.consent_body()
-  return {
-    access = { allPsd2 = "allAccounts" },
-    recurringIndicator = true,
-    validUntil = os.date("!%Y-%m-%d", os.time() + 30 * 86400),
-    frequencyPerDay = 4,
-    combinedServiceIndicator = false,
-  }
-end
+M.consent_body = sc.consent_body
 
 --- The sandbox's accounts (control API), keyed by resourceId.
 function M.bank_accounts()

@@ -365,11 +365,7 @@ end
       return n
     end
 
-    local function consent_body()
-      return { access = { allPsd2 = "allAccounts" }, recurringIndicator = true,
-        validUntil = os.date("!%Y-%m-%d", os.time() + 30 * 86400), frequencyPerDay = 4,
-        combinedServiceIndicator = false }
-    end
+    local consent_body = support.consent_body
 
     local prefix = unique("client")
 

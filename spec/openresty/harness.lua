@@ -17,9 +17,8 @@ local harness = {}
 local NGINX = os.getenv("XS2A_NGINX") or "/usr/sbin/nginx"
 local MODULES = os.getenv("XS2A_NGINX_MODULES") or "/usr/share/nginx/modules"
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local proc = require "support.proc"
+local sh_quote = proc.quote
 harness.sh_quote = sh_quote
 
 local function run(cmd)
@@ -30,13 +29,7 @@ local function run(cmd)
 end
 harness.run = run
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = proc.read_all
 harness.read = read
 
 local function write(path, s)
@@ -61,19 +54,7 @@ local function pki_dir()
 end
 harness.pki_dir = pki_dir
 
-local seeded = false
-local function random_port()
-  if not seeded then
-    local f = io.open("/dev/urandom", "rb")
-    local b = f and f:read(4) or ""
-    if f then f:close() end
-    local seed = os.time()
-    for i = 1, #b do seed = seed * 256 + b:byte(i) end
-    math.randomseed(seed)
-    seeded = true
-  end
-  return math.random(20000, 60000)
-end
+local random_port = proc.random_port
 harness.random_port = random_port
 
 local function sleep(s)
@@ -190,15 +171,9 @@ end
 -- A background shell that stops this nginx (by its pid file) if the busted
 -- process dies without calling stop().
 function Ng:watchdog()
-  local f = io.open("/proc/self/stat", "r")
-  local me = f and f:read("l"):match("^(%d+)")
-  if f then f:close() end
-  if not me then return end
   local pidfile = sh_quote(self.prefix .. "/logs/nginx.pid")
-  local script = ("while kill -0 %s 2>/dev/null && [ -f %s ]; do sleep 1; done; "
-    .. "if [ -f %s ]; then kill -QUIT \"$(cat %s)\" 2>/dev/null; sleep 2; rm -rf %s; fi")
-    :format(me, pidfile, pidfile, pidfile, sh_quote(self.prefix))
-  os.execute("nohup sh -c " .. sh_quote(script) .. " >/dev/null 2>&1 </dev/null &")
+  proc.watchdog(self.prefix .. "/logs/nginx.pid", ("kill -QUIT \"$(cat %s)\" 2>/dev/null; sleep 2; rm -rf %s")
+    :format(pidfile, sh_quote(self.prefix)))
 end
 
 --- Plain HTTP request to the test nginx with the curl CLI.
@@ -236,6 +211,40 @@ function Ng:call(mod, fn, args, timeout)
     return { ok = false, err = "worker answer is not JSON: " .. tostring(body) }
   end
   return decoded
+end
+
+--- Runs `n` calls of require(mod)[fn](args) at once (curl processes in the
+-- background, so they reach the workers together); returns the `n` decoded
+-- answers (as Ng:call) in launch order.
+function Ng:call_all(mod, fn, args, n, timeout)
+  local cmds, outs, tmps = {}, {}, {}
+  for i = 1, n do
+    outs[i] = os.tmpname()
+    local cmd, tmp = self:call_cmd(mod, fn, args, outs[i], timeout)
+    cmds[i], tmps[i] = cmd .. " &", tmp
+  end
+  os.execute("(" .. table.concat(cmds, " ") .. " wait)")
+  local answers = {}
+  for i = 1, n do
+    local body = read(outs[i])
+    os.remove(outs[i]); os.remove(tmps[i])
+    local okj, decoded = pcall(cjson.decode, body or "")
+    answers[i] = (okj and type(decoded) == "table") and decoded
+      or { ok = false, err = "no usable answer from the worker: " .. tostring(body) }
+  end
+  return answers
+end
+
+--- Tallies the answers of a lock race (cases answering `{ got, pid }`).
+-- @return holders (how many got the lock), workers (distinct pids) | nil, err
+function harness.lock_race(answers)
+  local holders, pids, workers = 0, {}, 0
+  for _, r in ipairs(answers) do
+    if not r.ok then return nil, r.err end
+    if r.result.got then holders = holders + 1 end
+    if not pids[r.result.pid] then pids[r.result.pid], workers = true, workers + 1 end
+  end
+  return holders, workers
 end
 
 --- Command line (for io.popen / background use) that POSTs a call.

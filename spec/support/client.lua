@@ -71,6 +71,17 @@ function M.new_client(variant, overrides, sb)
   return client, events
 end
 
+--- A recurring allPsd2 consent body valid for 30 days (a fresh table each call).
+function M.consent_body()
+  return {
+    access = { allPsd2 = "allAccounts" },
+    recurringIndicator = true,
+    validUntil = os.date("!%Y-%m-%d", os.time() + 30 * 86400),
+    frequencyPerDay = 4,
+    combinedServiceIndicator = false,
+  }
+end
+
 --- Drives the SCA flow of `resource` (consent, payment, cancellation) through
 -- the sandbox's OAuth/redirect page as the PSU's browser would.
 -- @param resource the object with `authorise` (or `authorise_cancellation` when `opts.cancellation`)

@@ -11,17 +11,8 @@
 -- Works under Lua 5.4 and LuaJIT.
 local M = {}
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
-
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local proc = require "support.proc"
+local quote, read_all = proc.quote, proc.read_all
 
 local function ca_file(opts)
   if opts and opts.cacert then return opts.cacert end

@@ -17,59 +17,9 @@ local M = {}
 
 local REDIS = os.getenv("XS2A_REDIS_SERVER") or "redis-server"
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
-
-local function run(cmd)
-  local p = assert(io.popen("{ " .. cmd .. "; } 2>&1; echo \"__rc=$?\"", "r"))
-  local out = p:read("*a")
-  p:close()
-  local code = tonumber(out:match("__rc=(%d+)%s*$"))
-  out = out:gsub("__rc=%d+%s*$", "")
-  return code == 0, out, code
-end
-
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function my_pid()
-  local f = io.open("/proc/self/stat", "r")
-  if not f then return nil end
-  local line = f:read("*l")
-  f:close()
-  return line and line:match("^(%d+)")
-end
-
---- True while process `pid` exists and is not a zombie.
-local function alive(pid)
-  local f = io.open("/proc/" .. tostring(pid) .. "/stat", "r")
-  if not f then return false end
-  local line = f:read("*l") or ""
-  f:close()
-  local state = line:match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
+local proc = require "support.proc"
+local shell_quote, run, read_all, alive = proc.quote, proc.run, proc.read_all, proc.alive
 M.alive = alive
-
-local seeded = false
-local function random_port()
-  if not seeded then
-    local f = io.open("/dev/urandom", "rb")
-    local s = f and f:read(4) or ""
-    if f then f:close() end
-    local n = os.time()
-    for i = 1, #s do n = n * 256 + s:byte(i) end
-    math.randomseed(n % 2147483647)
-    seeded = true
-  end
-  return math.random(20000, 60000)
-end
 
 local socket = require "socket"
 
@@ -139,30 +89,17 @@ local function launch(opts, port)
   error("redis-server did not answer PING on port " .. port .. ":\n" .. log, 3)
 end
 
--- A shell that kills the server if this Lua process dies first (while the
--- pid file we wrote still exists, i.e. stop() was not called).
-local function watchdog(pid, dir)
-  local lpid = my_pid()
-  if not lpid then return end
-  local pidfile = shell_quote(dir .. "/redis.pid")
-  local wd = string.format(
-    "while kill -0 %s 2>/dev/null && [ -f %s ] && " ..
-    "[ \"$(awk '{ print $3 }' /proc/%s/stat 2>/dev/null)\" != Z ]; do sleep 1; done; " ..
-    "if [ -f %s ]; then kill -KILL %d 2>/dev/null; rm -rf %s; fi",
-    lpid, pidfile, lpid, pidfile, pid, shell_quote(dir))
-  os.execute("if command -v setsid >/dev/null 2>&1; then setsid sh -c " .. shell_quote(wd)
-    .. " >/dev/null 2>&1 </dev/null & else nohup sh -c " .. shell_quote(wd) .. " >/dev/null 2>&1 </dev/null & fi")
-end
-
 local function start_on(srv, fixed_port)
   local last
   for _ = 1, 10 do
-    local port = fixed_port or random_port()
+    local port = fixed_port or proc.random_port()
     local pid, dir = launch(srv, port)
     if pid then
       srv.port, srv.pid, srv.dir = port, pid, dir
       live[srv] = true
-      watchdog(pid, dir)
+      -- kills the server if this Lua process dies first (stop() removes the pid file)
+      proc.watchdog(dir .. "/redis.pid", string.format("kill -KILL %d 2>/dev/null; rm -rf %s", pid,
+        shell_quote(dir)))
       return srv
     end
     last = dir
@@ -213,24 +150,6 @@ function M.stop_all()
   for srv in pairs(live) do pcall(Server.stop, srv) end
 end
 
-if not M._exit_wrapped then
-  local real_exit = os.exit
-  os.exit = function(...)      -- luacheck: ignore 122
-    M.stop_all()
-    return real_exit(...)
-  end
-  M._exit_wrapped = true
-end
-
-do
-  local sentinel
-  if newproxy then             -- luacheck: ignore 113
-    sentinel = newproxy(true)  -- luacheck: ignore 113
-    getmetatable(sentinel).__gc = function() M.stop_all() end
-  else
-    sentinel = setmetatable({}, { __gc = function() M.stop_all() end })
-  end
-  package.loaded["support.redis.__sentinel"] = sentinel
-end
+proc.at_exit(M.stop_all)
 
 return M

@@ -9,23 +9,12 @@
 -- CLI so it does not depend on the C core. Every instance this process
 -- started is stopped when the process exits (os.exit wrapper and a __gc
 -- sentinel), and a small shell watchdog stops it if the process dies.
+local proc = require "support.proc"
+
 local M = {}
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
+local shell_quote, run, read_all, random_port = proc.quote, proc.run, proc.read_all, proc.random_port
 M.shell_quote = shell_quote
-
--- runs a shell command; returns ok, output (stdout+stderr), exit code
--- (LuaJIT's popen close does not report the exit status, so echo it)
-local function run(cmd)
-  local p = assert(io.popen("{ " .. cmd .. "; } 2>&1; echo \"__rc=$?\"", "r"))
-  local out = p:read("*a")
-  p:close()
-  local code = tonumber(out:match("__rc=(%d+)%s*$"))
-  out = out:gsub("__rc=%d+%s*$", "")
-  return code == 0, out, code
-end
 
 local function root_dir()
   local h = package.loaded.helper
@@ -66,27 +55,6 @@ do
 end
 M.json = json
 
-local function my_pid()
-  local f = io.open("/proc/self/stat", "r")
-  if not f then return nil end
-  local line = f:read("*l")
-  f:close()
-  return line and line:match("^(%d+)")
-end
-
-local seeded = false
-local function random_port()
-  if not seeded then
-    local f = io.open("/dev/urandom", "rb")
-    local s = f and f:read(4) or ""
-    if f then f:close() end
-    local n = os.time()
-    for i = 1, #s do n = n * 256 + s:byte(i) end
-    math.randomseed(n % 2147483647)
-    seeded = true
-  end
-  return math.random(20000, 60000)
-end
 
 local live = {}       -- instances started by this process
 M.live = live
@@ -146,19 +114,8 @@ function M.start(opts)
   }, Sandbox)
   live[sb] = true
   -- watchdog: stops this nginx if the Lua process dies without stopping it
-  local lpid = my_pid()
-  if lpid then
-    local pidfile = dir .. "/logs/nginx.pid"
-    -- (a dead parent may linger as a zombie, which kill -0 still finds)
-    local wd = string.format(
-      "while kill -0 %s 2>/dev/null && [ -f %s ] && " ..
-      "[ \"$(awk '{ print $3 }' /proc/%s/stat 2>/dev/null)\" != Z ]; do sleep 1; done; " ..
-      "if [ -f %s ]; then sh %s stop --dir %s; rm -rf %s; fi",
-      lpid, shell_quote(pidfile), lpid, shell_quote(pidfile), shell_quote(script()), shell_quote(dir), shell_quote(dir))
-    -- its own session (setsid), so a signal to our process group spares it
-    os.execute("if command -v setsid >/dev/null 2>&1; then setsid sh -c " .. shell_quote(wd)
-      .. " >/dev/null 2>&1 </dev/null & else nohup sh -c " .. shell_quote(wd) .. " >/dev/null 2>&1 </dev/null & fi")
-  end
+  proc.watchdog(dir .. "/logs/nginx.pid", string.format("sh %s stop --dir %s; rm -rf %s",
+    shell_quote(script()), shell_quote(dir), shell_quote(dir)))
   return sb
 end
 
@@ -170,20 +127,13 @@ function Sandbox:stop()
   if not os.getenv("XS2A_KEEP_SANDBOX") then run("rm -rf " .. shell_quote(self.prefix)) end
 end
 
+M.alive = proc.alive
+
 --- True while this instance's nginx master is alive.
 function Sandbox:running()
   return self.pid ~= nil and M.alive(self.pid)
 end
 
---- True while process `pid` exists and is not a zombie.
-function M.alive(pid)
-  local f = io.open("/proc/" .. tostring(pid) .. "/stat", "r")
-  if not f then return false end
-  local line = f:read("*l") or ""
-  f:close()
-  local state = line:match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
 
 --- Calls the control API with the curl CLI.
 -- @return status (number), decoded JSON body (or the raw text), raw body
@@ -203,14 +153,6 @@ function Sandbox:control(method, path, body)
   if not code then return nil, out end
   local decoded = json.decode(text)
   return tonumber(code), decoded == nil and text or decoded, text
-end
-
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
 end
 
 --- One HTTPS request with the curl CLI (real TLS, the test CA).
@@ -336,26 +278,6 @@ function M.stop_all()
   end
 end
 
--- stop at process exit: os.exit wrapper (busted calls os.exit) ...
-if not M._exit_wrapped then
-  local real_exit = os.exit
-  os.exit = function(...)      -- luacheck: ignore 122
-    M.stop_all()
-    return real_exit(...)
-  end
-  M._exit_wrapped = true
-end
-
--- ... and a sentinel collected when the state closes (normal end of the script)
-do
-  local sentinel
-  if newproxy then             -- luacheck: ignore 113
-    sentinel = newproxy(true)  -- luacheck: ignore 113
-    getmetatable(sentinel).__gc = function() M.stop_all() end
-  else
-    sentinel = setmetatable({}, { __gc = function() M.stop_all() end })
-  end
-  package.loaded["support.sandbox.__sentinel"] = sentinel
-end
+proc.at_exit(M.stop_all)
 
 return M

@@ -33,23 +33,14 @@ local helper = require "helper"
 local FIXTURES = helper.root .. "/spec/fixtures/tlsserver"
 local NGINX = os.getenv("NGINX") or "nginx"
 
-local function shquote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local proc = require "support.proc"
+local shquote, read, random_port = proc.quote, proc.read_all, proc.random_port
 
 -- true when the shell command exits 0 (Lua 5.1 and 5.4 report differently)
 local function run(cmd)
   local a, _, c = os.execute(cmd)
   if type(a) == "number" then return a == 0 end
   return a == true and (c == nil or c == 0)
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
 end
 
 local function write(path, s)
@@ -76,21 +67,6 @@ local function sleep(s)
   run("sleep " .. s)
 end
 
-local seeded = false
-local function random_port()
-  if not seeded then
-    local seed = os.time()
-    local f = io.open("/dev/urandom", "rb")
-    if f then
-      local b = f:read(4) or ""
-      f:close()
-      for i = 1, #b do seed = seed * 256 + b:byte(i) end
-    end
-    math.randomseed(seed % 2147483647)
-    seeded = true
-  end
-  return math.random(20000, 60000)
-end
 
 local Server = {}
 Server.__index = Server

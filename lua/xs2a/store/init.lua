@@ -31,6 +31,24 @@ function _M.redis(opts)
   return mod.new(opts)
 end
 
+--- Argument checks shared by the backends (programmer errors raise, at the
+-- caller of the store method).
+function _M.check_key(key)
+  if type(key) ~= "string" or key == "" then error("store key must be a non-empty string", 3) end
+end
+
+function _M.check_value(value)
+  local t = type(value)
+  if t ~= "string" and t ~= "number" then error("store values are strings (JSON-encode them)", 3) end
+end
+
+--- A TTL in seconds, checked: nil gives 0 (no expiry).
+function _M.check_ttl(ttl)
+  if ttl == nil then return 0 end
+  if type(ttl) ~= "number" or ttl < 0 or ttl ~= ttl then error("ttl must be a non-negative number", 3) end
+  return ttl
+end
+
 local REQUIRED = { "get", "set", "add", "delete", "incr", "lock" }
 
 --- Checks that `store` implements the contract.

@@ -20,9 +20,7 @@ function _M.new(opts)
   return setmetatable({ data = {}, expires = {}, clock = opts.clock or util.now, count = 0 }, mt)
 end
 
-local function check_key(key)
-  if type(key) ~= "string" or key == "" then error("store key must be a non-empty string", 3) end
-end
+local check_key = require("xs2a.store").check_key
 
 local function live(self, key)
   local exp = self.expires[key]

@@ -339,14 +339,8 @@ end
 ------------------------------------------------------------------------------
 -- The store contract
 
-local function check_key(key)
-  if type(key) ~= "string" or key == "" then error("store key must be a non-empty string", 3) end
-end
-
-local function check_value(value)
-  local t = type(value)
-  if t ~= "string" and t ~= "number" then error("store values are strings (JSON-encode them)", 3) end
-end
+local checks = require "xs2a.store"
+local check_key, check_value = checks.check_key, checks.check_value
 
 -- TTL in whole milliseconds (at least 1 for any positive TTL), 0 for none.
 local function ttl_ms(ttl)

@@ -13,20 +13,8 @@
 local Store = {}
 Store.__index = Store
 
-local function ttl_of(ttl)
-  if ttl == nil then return 0 end
-  if type(ttl) ~= "number" or ttl < 0 then error("ttl must be a non-negative number", 3) end
-  return ttl
-end
-
-local function check_key(key)
-  if type(key) ~= "string" or key == "" then error("store key must be a non-empty string", 3) end
-end
-
-local function check_value(value)
-  local t = type(value)
-  if t ~= "string" and t ~= "number" then error("store values are strings (JSON-encode them)", 3) end
-end
+local checks = require "xs2a.store"
+local check_key, check_value, ttl_of = checks.check_key, checks.check_value, checks.check_ttl
 
 local function full(err)
   return err == "no memory"
