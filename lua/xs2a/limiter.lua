@@ -85,10 +85,25 @@ local function take(self, kind, w, limit, now)
     self.store:incr(key, -1, 0, ttl)
     return false, max((slot + 1) * w.slot - now, 0.002)
   end
+  -- the earlier slots of the window: one round trip when the store can
+  -- read many keys at once (Redis MGET), else one get per slot
+  local earlier
+  if self.store.get_many then
+    local keys = {}
+    for i = w.slots - 1, 1, -1 do keys[#keys + 1] = slot_key(self, kind, slot - i) end
+    earlier = self.store:get_many(keys)
+  end
   local sum = 0
   local oldest_used
   for i = w.slots - 1, 0, -1 do
-    local n = i == 0 and v or tonumber(self.store:get(slot_key(self, kind, slot - i)) or 0) or 0
+    local n
+    if i == 0 then
+      n = v
+    elseif earlier then
+      n = tonumber(earlier[w.slots - i] or 0) or 0
+    else
+      n = tonumber(self.store:get(slot_key(self, kind, slot - i)) or 0) or 0
+    end
     if n > 0 and not oldest_used then oldest_used = slot - i end
     sum = sum + n
   end

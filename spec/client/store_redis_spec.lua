@@ -185,6 +185,50 @@ describe("xs2a.store.redis #network", function()
     assert.is_nil(raw:get("lock:job"))
   end)
 
+  it("reads many keys in one MGET, and limiters on two hosts share one budget through it", function()
+    local p = unique("mget")
+    local s = new_store{ prefix = p }
+    assert.is_true(s:set("a", "1"))
+    assert.is_true(s:set("c", "3"))
+    local got = assert(s:get_many{ "a", "b", "c" })
+    assert.equal(3, got.n)
+    assert.equal("1", got[1])
+    assert.is_nil(got[2])
+    assert.equal("3", got[3])
+    assert.equal(0, assert(s:get_many{}).n)
+
+    -- two hosts, one virtual clock: together they never start more than
+    -- the per-second budget within any second
+    local limiter = require "xs2a.limiter"
+    local vc = { now = 1700000000.0 }
+    local function clock() return vc.now end
+    local function sleep(x) vc.now = vc.now + x end
+    local hosts, gets = {}, 0
+    for i = 1, 2 do
+      local st = new_store{ prefix = p }
+      local real_get = st.get
+      st.get = function(...) gets = gets + 1; return real_get(...) end
+      hosts[i] = limiter.new{ store = st, id = "tpp", per_second = 10, headroom = 1, clock = clock, sleep = sleep }
+    end
+    local starts = {}
+    for k = 1, 60 do
+      local release = assert(hosts[k % 2 + 1]:acquire())
+      starts[#starts + 1] = vc.now
+      release()
+      vc.now = vc.now + 0.01
+    end
+    for i = 1, #starts do
+      local n = 0
+      for j = i, #starts do
+        if starts[j] - starts[i] < 1.0 then n = n + 1 end
+      end
+      assert.is_true(n <= 10, "more than 10 starts within one second at " .. i)
+    end
+    assert.is_true(vc.now - starts[1] > 5, "60 starts at 10/s take more than 5 s")
+    -- the window was read with MGET, never key by key
+    assert.equal(0, gets)
+  end)
+
   describe("when Redis fails", function()
     local own
 

@@ -46,6 +46,8 @@ local MAX_DEPTH = 8
 
 -- A Redis null (nil bulk string or nil array), distinct from a Lua nil that
 -- means "failed".
+local unpack = table.unpack or unpack  -- luacheck: ignore 143
+
 local NULL = setmetatable({}, { __tostring = function() return "redis.null" end })
 _M.null = NULL
 
@@ -364,6 +366,26 @@ function Store:get(key)
   if v == NULL then return nil end
   if type(v) ~= "string" then return fail(self, "GET", "unexpected reply") end
   return v
+end
+
+--- Values of several keys in one round trip (MGET); the limiter reads its
+-- window this way. Missing keys are nil in the result.
+-- @return list (with `n` = #keys) | nil, err
+function Store:get_many(keys)
+  local args = { "MGET" }
+  for i, key in ipairs(keys) do
+    check_key(key)
+    args[i + 1] = self.prefix .. key
+  end
+  if #keys == 0 then return { n = 0 } end
+  local v, err = command(self, true, unpack(args))
+  if v == nil then return nil, err end
+  if type(v) ~= "table" or v == NULL or #v ~= #keys then return fail(self, "MGET", "unexpected reply") end
+  local out = { n = #keys }
+  for i = 1, #keys do
+    if v[i] ~= NULL then out[i] = v[i] end
+  end
+  return out
 end
 
 --- Stores `value` under `key` for `ttl` seconds (0/nil: no expiry).
