@@ -299,6 +299,13 @@ local function set_fields(id, fields)
   end)
 end
 
+-- the set of dates a standing order has run on (or is running on)
+local function executed_dates(p)
+  local set = {}
+  for _, e in ipairs(p.executions or {}) do set[e.date] = true end
+  return set
+end
+
 -- runs what is due: scheduled single/bulk payments and standing-order dates
 local function run_due(p)
   local today = common.today()
@@ -318,8 +325,7 @@ local function run_due(p)
     return set_fields(p.id, { status = ok and success_status(p) or "RJCT", reason = reason, executed = common.now() })
   end
   local due = {}
-  local done = {}
-  for _, e in ipairs(p.executions or {}) do done[e.date] = true end
+  local done = executed_dates(p)
   for _, date in ipairs(_M.schedule(p.body, 400)) do
     if date > today then break end
     if not done[date] then due[#due + 1] = date end
@@ -526,8 +532,7 @@ local function get(ctx, p)
   if p.service == "periodic-payments" then
     local today = common.today()
     local upcoming = util.array()
-    local executed = {}
-    for _, e in ipairs(p.executions or {}) do executed[e.date] = true end
+    local executed = executed_dates(p)
     if not FINAL[p.status] then
       for _, d in ipairs(_M.schedule(p.body, 400)) do
         -- the dates still to come: today's counts until it has run
