@@ -1,33 +1,16 @@
 local limiter = require "xs2a.limiter"
 local store_mod = require "xs2a.store"
 
--- a virtual clock that only moves when someone sleeps
-local function vclock(start)
-  local t = { now = start or 1700000000.0, slept = 0 }
-  t.clock = function() return t.now end
-  t.sleep = function(s) t.now = t.now + s; t.slept = t.slept + s end
-  return t
-end
+local limits = require "support.limits"
+local vclock = limits.vclock
 
 describe("xs2a.limiter", function()
   it("never lets more than per_second requests start within any second", function()
     local vc = vclock()
     local st = store_mod.memory{ clock = vc.clock }
     local l = limiter.new{ store = st, id = "tpp", per_second = 10, clock = vc.clock, sleep = vc.sleep }
-    local starts = {}
-    for _ = 1, 100 do
-      local release = assert(l:acquire())
-      starts[#starts + 1] = vc.now
-      release()
-      vc.now = vc.now + 0.013
-    end
-    for i = 1, #starts do
-      local n = 0
-      for j = i, #starts do
-        if starts[j] - starts[i] < 1.0 then n = n + 1 end
-      end
-      assert.is_true(n <= 10, "more than 10 starts within one second at " .. i)
-    end
+    local starts = limits.run({ l }, 100, 0.013, vc)
+    assert.is_true(limits.busiest_second(starts) <= 10)
     assert.is_true(vc.slept > 0)
   end)
 
@@ -37,22 +20,7 @@ describe("xs2a.limiter", function()
       local st = store_mod.memory{ clock = vc.clock }
       local l = limiter.new{ store = st, id = "tpp", per_second = 20, headroom = headroom,
         clock = vc.clock, sleep = vc.sleep }
-      local starts = {}
-      for _ = 1, 120 do
-        local release = assert(l:acquire())
-        starts[#starts + 1] = vc.now
-        release()
-        vc.now = vc.now + 0.001
-      end
-      local most = 0
-      for i = 1, #starts do
-        local n = 0
-        for j = i, #starts do
-          if starts[j] - starts[i] < 1.0 then n = n + 1 end
-        end
-        if n > most then most = n end
-      end
-      return most
+      return limits.busiest_second(limits.run({ l }, 120, 0.001, vc))
     end
     assert.is_true(busiest_second(nil) <= 18)
     local full = busiest_second(1)
@@ -66,10 +34,7 @@ describe("xs2a.limiter", function()
     local a = limiter.new{ store = st, id = "tpp", per_second = 5, clock = vc.clock, sleep = vc.sleep }
     local b = limiter.new{ store = st, id = "tpp", per_second = 5, clock = vc.clock, sleep = vc.sleep }
     local t0 = vc.now
-    for i = 1, 10 do
-      local l = i % 2 == 0 and a or b
-      assert(l:acquire())()
-    end
+    limits.run({ b, a }, 10, 0, vc)
     -- 10 starts at 5/s need at least one second of waiting
     assert.is_true(vc.now - t0 >= 1.0)
   end)
