@@ -2,22 +2,12 @@
 -- accounts, balances, transactions with pagination (relative links on
 -- Berlin, absolute on Georgia), consent scope, frequencyPerDay, card
 -- accounts, funds confirmation, signing baskets.
-local sandbox = require "support.sandbox"
 local H = dofile("spec/sandbox/bank_helper.lua")
 
 describe("sandbox bank #network consents and accounts", function()
   local sb, berlin, georgia
-
-  setup(function()
-    sb = sandbox.shared()
-    H.restore(sb)
-    berlin = H.tpp(sb, "berlin")
-    georgia = H.tpp(sb, "georgia")
-  end)
-
-  teardown(function()
-    H.restore(sb)
-  end)
+  setup(H.setup_bank(function(s, b, g) sb, berlin, georgia = s, b, g end))
+  teardown(function() H.restore(sb) end)
 
   describe("consents", function()
     it("reads, reports status, and deletes a consent; other TPPs get 403 CONSENT_UNKNOWN", function()

@@ -2,22 +2,13 @@
 -- Paysera; on, create / read / status / delete and one SCA (OAuth, embedded)
 -- that authorises every payment (executed through the ledger) and consent
 -- of the basket; reference checks and the delete rule.
-local sandbox = require "support.sandbox"
 local H = dofile("spec/sandbox/bank_helper.lua")
 local psu = H.psu
 
 describe("sandbox bank #network signing baskets", function()
   local sb, berlin
-
-  setup(function()
-    sb = sandbox.shared()
-    H.restore(sb)
-    berlin = H.tpp(sb, "berlin")
-  end)
-
-  after_each(function()
-    H.restore(sb)
-  end)
+  setup(H.setup_bank(function(s, b) sb, berlin = s, b end))
+  after_each(function() H.restore(sb) end)
 
   local function on(extra)
     local cfg = { signing_baskets = true }

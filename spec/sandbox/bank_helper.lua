@@ -209,4 +209,15 @@ function H.restore(sb)
 end
 
 H.psu = psu
+--- A setup function for a describe block: puts the shared sandbox in the
+-- bank specs' configuration and hands it and both variants' TPPs to
+-- `assign(sb, berlin, georgia)`.
+function H.setup_bank(assign)
+  return function()
+    local sb = require("support.sandbox").shared()
+    H.restore(sb)
+    assign(sb, H.tpp(sb, "berlin"), H.tpp(sb, "georgia"))
+  end
+end
+
 return H

@@ -1,23 +1,13 @@
 -- The bank's OAuth authorization server: metadata, the authorization page
 -- as a browser uses it, PKCE, the token endpoint, certificate-bound tokens
 -- and refresh-token rotation. Real TLS, real nginx.
-local sandbox = require "support.sandbox"
 local H = dofile("spec/sandbox/bank_helper.lua")
 local psu = H.psu
 
 describe("sandbox bank #network OAuth", function()
   local sb, berlin, georgia
-
-  setup(function()
-    sb = sandbox.shared()
-    H.restore(sb)
-    berlin = H.tpp(sb, "berlin")
-    georgia = H.tpp(sb, "georgia")
-  end)
-
-  teardown(function()
-    H.restore(sb)
-  end)
+  setup(H.setup_bank(function(s, b, g) sb, berlin, georgia = s, b, g end))
+  teardown(function() H.restore(sb) end)
 
   describe("metadata", function()
     it("publishes RFC 8414 metadata for each variant without a client certificate", function()

@@ -1,22 +1,12 @@
 -- The bank's payments: initiation and validation, OAuth authorisation and
 -- execution through the ledger (balances and transactions change),
 -- insufficient funds, cancellation rules, periodic schedules, bulk.
-local sandbox = require "support.sandbox"
 local H = dofile("spec/sandbox/bank_helper.lua")
 
 describe("sandbox bank #network payments", function()
   local sb, berlin, georgia
-
-  setup(function()
-    sb = sandbox.shared()
-    H.restore(sb)
-    berlin = H.tpp(sb, "berlin")
-    georgia = H.tpp(sb, "georgia")
-  end)
-
-  teardown(function()
-    H.restore(sb)
-  end)
+  setup(H.setup_bank(function(s, b, g) sb, berlin, georgia = s, b, g end))
+  teardown(function() H.restore(sb) end)
 
   local function cents(s)
     local neg, i, f = s:match("^(%-?)(%d+)%.?(%d*)$")

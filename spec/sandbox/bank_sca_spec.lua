@@ -2,23 +2,13 @@
 -- decoupled (control endpoint, automatic approval, timeout), embedded
 -- (password, method selection, OTP), multilevel with two PSUs, and the
 -- TPP-Redirect-Preferred choice.
-local sandbox = require "support.sandbox"
 local H = dofile("spec/sandbox/bank_helper.lua")
 local psu = H.psu
 
 describe("sandbox bank #network SCA approaches", function()
   local sb, berlin, georgia
-
-  setup(function()
-    sb = sandbox.shared()
-    H.restore(sb)
-    berlin = H.tpp(sb, "berlin")
-    georgia = H.tpp(sb, "georgia")
-  end)
-
-  after_each(function()
-    H.restore(sb)
-  end)
+  setup(H.setup_bank(function(s, b, g) sb, berlin, georgia = s, b, g end))
+  after_each(function() H.restore(sb) end)
 
   local function sca(extra)
     local s = { approach = "oauth", multilevel = 1, decoupled_delay = 0, auth_timeout = 900 }
