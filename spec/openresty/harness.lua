@@ -223,7 +223,7 @@ function Ng:call_all(mod, fn, args, n, timeout)
     local cmd, tmp = self:call_cmd(mod, fn, args, outs[i], timeout)
     cmds[i], tmps[i] = cmd .. " &", tmp
   end
-  os.execute("(" .. table.concat(cmds, " ") .. " wait)")
+  assert(os.execute("(" .. table.concat(cmds, " ") .. " wait)"))
   local answers = {}
   for i = 1, n do
     local body = read(outs[i])

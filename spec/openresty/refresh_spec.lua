@@ -4,7 +4,6 @@
 -- so exactly one worker refreshes (the bank rotates refresh tokens: a second
 -- refresh with the old one would be an invalid_grant) and every request
 -- succeeds with the new token.
-local cjson = require "cjson"
 local helper = require "helper"
 local harness = require "openresty.harness"
 local sandbox = require "support.sandbox"
@@ -64,20 +63,10 @@ describe("#openresty token refresh from several workers", function()
     repeat harness.sleep(0.25) until os.time() >= issued + (token_ttl - oauth_skew) + 1
 
     local n = 12
-    local cmds, outs, tmps = {}, {}, {}
-    for i = 1, n do
-      outs[i] = os.tmpname()
-      local cmd, tmp = ng:call_cmd("openresty.cases.client", "accounts",
-        args_with{ consent_id = start.consent_id, n = 1 }, outs[i], 60)
-      cmds[i], tmps[i] = cmd .. " &", tmp
-    end
-    assert(os.execute("(" .. table.concat(cmds, " ") .. " wait)"))
+    local answers = ng:call_all("openresty.cases.client", "accounts",
+      args_with{ consent_id = start.consent_id, n = 1 }, n, 60)
     local pids, ok = {}, 0
-    for i = 1, n do
-      local body = harness.read(outs[i])
-      os.remove(outs[i]); os.remove(tmps[i])
-      assert.is_string(body, "no answer")
-      local r = cjson.decode(body)
+    for _, r in ipairs(answers) do
       assert.is_true(r.ok, r.err)
       assert.same({}, r.result.errors)
       ok = ok + r.result.ok
@@ -100,20 +89,10 @@ describe("#openresty token refresh from several workers", function()
     -- 40 calls from 20 concurrent requests spread over 4 workers; the bank
     -- allows 10 per second and the profile says the same
     local n = 20
-    local cmds, outs, tmps = {}, {}, {}
-    for i = 1, n do
-      outs[i] = os.tmpname()
-      local cmd, tmp = ng:call_cmd("openresty.cases.client", "accounts",
-        args_with{ consent_id = consent_id, n = 2 }, outs[i], 60)
-      cmds[i], tmps[i] = cmd .. " &", tmp
-    end
-    assert(os.execute("(" .. table.concat(cmds, " ") .. " wait)"))
+    local answers = ng:call_all("openresty.cases.client", "accounts",
+      args_with{ consent_id = consent_id, n = 2 }, n, 60)
     local ok = 0
-    for i = 1, n do
-      local body = harness.read(outs[i])
-      os.remove(outs[i]); os.remove(tmps[i])
-      assert.is_string(body, "no answer")
-      local r = cjson.decode(body)
+    for _, r in ipairs(answers) do
       assert.is_true(r.ok, r.err)
       assert.same({}, r.result.errors)
       ok = ok + r.result.ok
