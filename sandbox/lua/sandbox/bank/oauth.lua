@@ -255,20 +255,28 @@ local function take(key)
   return rec, why
 end
 
+-- Takes a one-use grant (an authorization code or a refresh token) for the
+-- calling TPP: the record, or nil and the invalid_grant answer (used,
+-- unknown, issued to another client, expired).
+local function redeem(ctx, prefix, value, what, used_text)
+  local rec, why = take(token_key(prefix, value))
+  if not rec then
+    return nil, oauth_error(400, "invalid_grant", what .. " " .. (why == "used" and used_text or "unknown"))
+  end
+  if rec.variant ~= ctx.variant or rec.client_id ~= ctx.tpp.org_id then
+    return nil, oauth_error(400, "invalid_grant", what .. " was issued to another client")
+  end
+  if common.now() >= rec.expires then return nil, oauth_error(400, "invalid_grant", what .. " expired") end
+  return rec
+end
+
 local function grant_code(ctx, params)
   local code, verifier, redirect_uri = first(params.code), first(params.code_verifier), first(params.redirect_uri)
   if type(code) ~= "string" or type(verifier) ~= "string" or type(redirect_uri) ~= "string" then
     return oauth_error(400, "invalid_request", "code, redirect_uri and code_verifier are required")
   end
-  local rec, why = take(token_key("code:", code))
-  if not rec then
-    return oauth_error(400, "invalid_grant", why == "used" and "authorization code already used"
-      or "authorization code unknown")
-  end
-  if rec.variant ~= ctx.variant or rec.client_id ~= ctx.tpp.org_id then
-    return oauth_error(400, "invalid_grant", "authorization code was issued to another client")
-  end
-  if common.now() >= rec.expires then return oauth_error(400, "invalid_grant", "authorization code expired") end
+  local rec, status, body, headers = redeem(ctx, "code:", code, "authorization code", "already used")
+  if not rec then return status, body, headers end
   if rec.redirect_uri ~= redirect_uri then return oauth_error(400, "invalid_grant", "redirect_uri does not match") end
   if #verifier < 43 or #verifier > 128 or not verifier:match(PKCE)
       or not crypto().equal(b64url(crypto().sha256(verifier)), rec.challenge) then
@@ -283,15 +291,8 @@ end
 local function grant_refresh(ctx, params)
   local rt = first(params.refresh_token)
   if type(rt) ~= "string" or rt == "" then return oauth_error(400, "invalid_request", "refresh_token is required") end
-  local rec, why = take(token_key("rt:", rt))
-  if not rec then
-    return oauth_error(400, "invalid_grant", why == "used" and "refresh token already used (rotated)"
-      or "refresh token unknown")
-  end
-  if rec.variant ~= ctx.variant or rec.client_id ~= ctx.tpp.org_id then
-    return oauth_error(400, "invalid_grant", "refresh token was issued to another client")
-  end
-  if common.now() >= rec.expires then return oauth_error(400, "invalid_grant", "refresh token expired") end
+  local rec, status, body, headers = redeem(ctx, "rt:", rt, "refresh token", "already used (rotated)")
+  if not rec then return status, body, headers end
   local cid = rec.scope:match("^AIS:(.+)$")
   local c = cid and require("sandbox.bank.consents").raw(cid)
   if not c or (c.status ~= "valid" and c.status ~= "partiallyAuthorised") then
