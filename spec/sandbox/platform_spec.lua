@@ -6,12 +6,7 @@ local sandbox = require "support.sandbox"
 local json = sandbox.json
 local q = sandbox.shell_quote
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local sh = require("support.proc").output
 
 local function write(path, data)
   local f = assert(io.open(path, "wb"))

@@ -2,12 +2,7 @@
 -- reader (robust to garbage) and the JSON/IBAN/date helpers.
 local helper = require "helper"
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local sh = require("support.proc").output
 
 local function load_module(name)
   package.loaded["sandbox." .. name] = nil

@@ -22,6 +22,14 @@ function M.run(cmd)
   return code == 0, out, code
 end
 
+--- The standard output of a shell command (bytes as they come).
+function M.output(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
 --- The whole file at `path`, or nil.
 function M.read_all(path)
   local f = io.open(path, "rb")

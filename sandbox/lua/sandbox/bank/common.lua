@@ -48,6 +48,14 @@ end
 
 function _M.incr(key, n) return state.incr(key, n or 1) end
 
+--- The first value of a form or query parameter (repeated parameters come
+-- as a list, a bare `name` as true, which reads as "").
+function _M.first(v)
+  if type(v) == "table" then v = v[1] end
+  if v == true then return "" end
+  return v
+end
+
 ---------------------------------------------------------------------------
 -- time
 

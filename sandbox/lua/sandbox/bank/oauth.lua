@@ -47,11 +47,7 @@ end
 ---------------------------------------------------------------------------
 -- the authorization request
 
-local function first(v)
-  if type(v) == "table" then v = v[1] end
-  if v == true then return "" end
-  return v
-end
+local first = common.first
 
 -- the resource a scope names: "AIS:<consentId>", "PIS:<paymentId>" or
 -- "PIS:<basketId>" (other space-separated scopes such as offline_access are

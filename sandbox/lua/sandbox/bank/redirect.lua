@@ -11,11 +11,7 @@ local type = type
 
 local _M = {}
 
-local function first(v)
-  if type(v) == "table" then v = v[1] end
-  if v == true then return "" end
-  return v
-end
+local first = common.first
 
 local function load(ctx)
   local auth = sca.tick(sca.load(ctx.params[1]))
