@@ -332,6 +332,7 @@ function _M.handle(cert_error)
   ensure_seeded()
   local ctx = build_ctx(variant, path == "" and "/" or path)
   ngx.ctx.sandbox = ctx
+  if ctx.cfg.record then require("sandbox.recorder").record(ctx, settings) end
 
   local fault
   if settings.faults then
