@@ -766,7 +766,20 @@ cleanup:
   return 1;
 }
 
-/* The private key as unencrypted PEM, only for ngx.ssl.parse_pem_priv_key. */
+/* identity:_pkey_handle() -> lightuserdata EVP_PKEY* with its own reference.
+ * Internal, for the ngx transport only: it wraps the pointer with LuaJIT's
+ * ffi (ffi.gc(ffi.cast("void *", h), EVP_PKEY_free)) and hands it to
+ * tcpsock:setclientcert as the pkey cdata. The key never leaves OpenSSL as
+ * bytes; the caller owns one reference and must release it exactly once. */
+static int identity_pkey_handle(lua_State *L) {
+  xs2a_identity *id = xs2a_checkidentity(L, 1);
+  if (EVP_PKEY_up_ref(id->key) != 1) return xs2a_pushsslerror(L, "identity._pkey_handle");
+  lua_pushlightuserdata(L, id->key);
+  return 1;
+}
+
+/* The private key as unencrypted PEM. Kept only until the ngx transport uses
+ * _pkey_handle (issue 8 hole 5c); then it goes. */
 static int identity_export_key_pem(lua_State *L) {
   xs2a_identity *id = xs2a_checkidentity(L, 1);
   char *key = NULL;
@@ -817,6 +830,7 @@ static const luaL_Reg identity_methods[] = {
   {"cert_pem", identity_cert_pem},
   {"chain_der", identity_chain_der},
   {"sign", identity_sign},
+  {"_pkey_handle", identity_pkey_handle},
   {"export_key_pem", identity_export_key_pem},
   {"close", identity_close},
   {NULL, NULL}
