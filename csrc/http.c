@@ -71,7 +71,7 @@ typedef struct xfer {
   lua_Integer id;
   int state;
   CURLcode result;
-  int too_large, oom;
+  int too_large, oom;         /* too_large: 1 = the body, 2 = the header lines */
   size_t max_body;
   long timeout;                /* ms, for the safety deadline */
   double started;              /* monotonic seconds */
@@ -114,6 +114,10 @@ static char *dupstr(const char *s) {
   return p;
 }
 
+/* Response bytes may carry tokens (an OAuth answer, a bank echoing the
+ * Authorization header): a buffer is wiped before its memory goes back to
+ * the allocator, also when it grows (no realloc, which would free the old
+ * block as it is). */
 static int membuf_add(membuf *b, const char *p, size_t n) {
   if (n > b->cap - b->len) {
     size_t cap = b->cap ? b->cap : 4096;
@@ -122,8 +126,13 @@ static int membuf_add(membuf *b, const char *p, size_t n) {
       if (cap > ((size_t)-1) / 2) return 0;
       cap *= 2;
     }
-    np = (char *)realloc(b->p, cap);
+    np = (char *)malloc(cap);
     if (np == NULL) return 0;
+    if (b->p != NULL) {
+      memcpy(np, b->p, b->len);
+      OPENSSL_cleanse(b->p, b->cap);
+      free(b->p);
+    }
     b->p = np;
     b->cap = cap;
   }
@@ -133,6 +142,7 @@ static int membuf_add(membuf *b, const char *p, size_t n) {
 }
 
 static void membuf_free(membuf *b) {
+  if (b->p != NULL) OPENSSL_cleanse(b->p, b->cap);
   free(b->p);
   b->p = NULL;
   b->len = b->cap = 0;
@@ -167,7 +177,7 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
   size_t len = size * n;
   /* a status line starts a new response (after 1xx): keep only the last */
   if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) x->head.len = 0;
-  if (len > MAX_HEADER_BYTES - x->head.len) { x->too_large = 1; return 0; }
+  if (len > MAX_HEADER_BYTES - x->head.len) { x->too_large = 2; return 0; }
   if (!membuf_add(&x->head, ptr, len)) { x->oom = 1; return 0; }
   return len;
 }
@@ -465,26 +475,41 @@ static int cert_alert(const char *msg) {
          strstr(msg, "access denied") != NULL || strstr(msg, "handshake failure") != NULL;
 }
 
-static const char *error_code(xfer *x) {
+/* Whether any byte of the request may have left: libcurl counted request
+ * bytes as issued (CURLINFO_REQUEST_SIZE), or the transfer got past the
+ * connection phase (CURLINFO_PRETRANSFER_TIME, set just before the request
+ * is written). Only when both say no is the request surely unsent. */
+static int maybe_sent(xfer *x) {
+  long issued = 0;
   curl_off_t pre = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &issued);
+  curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+  return issued != 0 || pre != 0;
+}
+
+/* The code of a failed transfer. The codes resolve, connect, tls,
+ * client_cert and bad_request mean "never sent" to the Lua layer (which may
+ * then retry even a payment); they are given only when maybe_sent() says no
+ * request byte left, or (TLS 1.3) when the server's own alert says it
+ * refused the client certificate: the server then never processed the
+ * request. Anything else that failed after the request may have left is
+ * reported with a code that means "maybe sent". */
+static const char *error_code(xfer *x) {
+  int sent;
   if (x->too_large) return "too_large";
+  sent = maybe_sent(x);
   switch (x->result) {
-    case CURLE_OPERATION_TIMEDOUT:
-      /* no request byte left before the connection was up: say so, callers
-       * may retry anything that never reached the server */
-      curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
-      if (pre == 0) return "connect";
-      return "timeout";
-    case CURLE_COULDNT_CONNECT: return "connect";
-    case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return "resolve";
+    case CURLE_OPERATION_TIMEDOUT: return sent ? "timeout" : "connect";
+    case CURLE_COULDNT_CONNECT: return sent ? "recv" : "connect";
+    case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return sent ? "recv" : "resolve";
     case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE: case CURLE_SSL_CIPHER: case CURLE_SSL_ISSUER_ERROR:
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH: case CURLE_SSL_INVALIDCERTSTATUS:
     case CURLE_SSL_CRL_BADFILE: case CURLE_SSL_ENGINE_NOTFOUND:
     case CURLE_SSL_ENGINE_SETFAILED: case CURLE_SSL_ENGINE_INITFAILED:
     case CURLE_USE_SSL_FAILED:
-      return "tls";
-    case CURLE_SSL_CERTPROBLEM: return "client_cert";
+      return sent ? (cert_alert(x->errbuf) ? "tls" : "recv") : "tls";
+    case CURLE_SSL_CERTPROBLEM: return sent ? "recv" : "client_cert";
     case CURLE_FILESIZE_EXCEEDED: return "too_large";
     case CURLE_SEND_ERROR: return cert_alert(x->errbuf) ? "tls" : "send";
     case CURLE_RECV_ERROR: return cert_alert(x->errbuf) ? "tls" : "recv";
@@ -493,7 +518,9 @@ static const char *error_code(xfer *x) {
     case CURLE_BAD_CONTENT_ENCODING: case CURLE_HTTP3: case CURLE_QUIC_CONNECT_ERROR:
     case CURLE_TOO_MANY_REDIRECTS:
       return "protocol";
-    case CURLE_URL_MALFORMAT: case CURLE_UNSUPPORTED_PROTOCOL: return "bad_request";
+    /* before sending: a URL libcurl refuses; after: an answer that is not
+     * HTTP ("Received HTTP/0.9") */
+    case CURLE_URL_MALFORMAT: case CURLE_UNSUPPORTED_PROTOCOL: return sent ? "protocol" : "bad_request";
     default: return "other";
   }
 }
@@ -502,8 +529,11 @@ static const char *error_code(xfer *x) {
 static int push_error(lua_State *L, xfer *x) {
   const char *code = error_code(x);
   lua_pushnil(L);
-  if (x->too_large || x->result == CURLE_FILESIZE_EXCEEDED)
-    lua_pushfstring(L, "request: the response exceeds the size cap (%d bytes)", (int)x->max_body);
+  if (x->too_large == 2)
+    lua_pushfstring(L, "request: the response's header lines exceed their size cap (%d bytes)",
+                    MAX_HEADER_BYTES);
+  else if (x->too_large || x->result == CURLE_FILESIZE_EXCEEDED)
+    lua_pushfstring(L, "request: the response body exceeds the size cap (%d bytes)", (int)x->max_body);
   else if (x->oom)
     lua_pushliteral(L, "request: out of memory while reading the response");
   else if (x->errbuf[0] != '\0' && strcmp(x->errbuf, curl_easy_strerror(x->result)) != 0)

@@ -504,23 +504,39 @@ static void push_time(lua_State *L, const ASN1_TIME *t) {
   lua_pushinteger(L, (lua_Integer)secs);
 }
 
-/* DER walking with bounds checks; content is [*p, *p + *len). */
-static int der_get(const unsigned char **p, const unsigned char *end, int want_tag,
-                   const unsigned char **content, long *len) {
+/* Strict DER walking with bounds checks: one identifier byte (universal or
+ * context class, tag < 31), a definite length in its shortest form (long form
+ * of at most 4 bytes), contents inside [*p, end). Sets the identifier byte and
+ * the contents [*content, *content + *len); advances *p past the element. */
+static int der_next(const unsigned char **p, const unsigned char *end, int *ident,
+                    const unsigned char **content, long *len) {
   const unsigned char *q = *p;
-  long l;
-  int tag, cls, r;
-  if (q >= end) return 0;
-  r = ASN1_get_object(&q, &l, &tag, &cls, (long)(end - q));
-  if ((r & 0x80) || r == 0x21 || cls != V_ASN1_UNIVERSAL || l < 0 || l > end - q) {
-    ERR_clear_error();
-    return 0;
+  unsigned long l;
+  int n;
+  if (end - q < 2 || (q[0] & 0x1f) == 0x1f) return 0;
+  *ident = q[0];
+  l = q[1];
+  q += 2;
+  if (l & 0x80) {
+    n = (int)(l & 0x7f);
+    if (n == 0 || n > 4 || end - q < n || q[0] == 0) return 0;   /* indefinite, huge, padded */
+    for (l = 0; n > 0; n--) l = (l << 8) | *q++;
+    if (l < 0x80) return 0;                                      /* long form for a short length */
   }
-  if (want_tag >= 0 && tag != want_tag) return 0;
+  if (l > (unsigned long)(end - q)) return 0;
   *content = q;
-  *len = l;
+  *len = (long)l;
   *p = q + l;
   return 1;
+}
+
+/* the next element, which must be the universal tag want_tag (constructed for
+ * SEQUENCE/SET, primitive otherwise) */
+static int der_get(const unsigned char **p, const unsigned char *end, int want_tag,
+                   const unsigned char **content, long *len) {
+  int ident, cons = want_tag == V_ASN1_SEQUENCE || want_tag == V_ASN1_SET;
+  if (!der_next(p, end, &ident, content, len)) return 0;
+  return ident == (want_tag | (cons ? V_ASN1_CONSTRUCTED : 0));
 }
 
 /* 0.4.0.19495.2 (id-etsi-psd2-qcStatement) and the role arc 0.4.0.19495.1 */
@@ -534,88 +550,108 @@ static int is_text_tag(int tag) {
 
 static int der_text(const unsigned char **p, const unsigned char *end,
                     const unsigned char **s, long *len) {
-  const unsigned char *q = *p;
-  long l;
-  int tag, cls, r;
-  if (q >= end) return 0;
-  r = ASN1_get_object(&q, &l, &tag, &cls, (long)(end - q));
-  if ((r & 0x80) || r == 0x21 || (r & V_ASN1_CONSTRUCTED) || !is_text_tag(tag) ||
-      l < 0 || l > end - q) {
-    ERR_clear_error();
+  int ident;
+  return der_next(p, end, &ident, s, len) && is_text_tag(ident);
+}
+
+/* The role a RoleOfPSP OID names: 1..4 for 0.4.0.19495.1.1 .. .4, else 0. */
+static int role_of_oid(const unsigned char *oid, long len) {
+  if (len != (long)sizeof OID_PSD2_ROLE_ARC + 1 ||
+      memcmp(oid, OID_PSD2_ROLE_ARC, sizeof OID_PSD2_ROLE_ARC) != 0 ||
+      oid[len - 1] < 1 || oid[len - 1] > 4)
     return 0;
+  return oid[len - 1];
+}
+
+/* PSD2QcType ::= SEQUENCE { rolesOfPSP, nCAName, nCAId } in [p, end).
+ * ETSI TS 119 495 defines a role by its OID; roleOfPspName is only a label, so
+ * it is never read: a name that disagrees with its OID changes nothing.
+ * Unknown OIDs are skipped, a repeated role counts once; order[] gets the
+ * roles (1..4) in certificate order, 0-terminated. Returns 0 when the
+ * structure is malformed (then the caller reports no roles at all). */
+static int parse_psd2(const unsigned char *p, const unsigned char *end, int order[5],
+                      const unsigned char **nca_name, long *nca_name_len,
+                      const unsigned char **nca_id, long *nca_id_len) {
+  const unsigned char *t, *t_end, *r, *r_end, *roid, *s;
+  long tl, rl, roid_len, sl;
+  int n = 0, k, role;
+  if (!der_get(&p, end, V_ASN1_SEQUENCE, &t, &tl)) return 0;
+  t_end = t + tl;
+  if (!der_get(&t, t_end, V_ASN1_SEQUENCE, &r, &rl)) return 0;
+  r_end = r + rl;
+  while (r < r_end) {                              /* RoleOfPSP ::= SEQUENCE { oid, name } */
+    const unsigned char *e, *e_end;
+    long el;
+    if (!der_get(&r, r_end, V_ASN1_SEQUENCE, &e, &el)) return 0;
+    e_end = e + el;
+    if (!der_get(&e, e_end, V_ASN1_OBJECT, &roid, &roid_len)) return 0;
+    if (e < e_end && !der_text(&e, e_end, &s, &sl)) return 0;   /* a name, if any, is text */
+    if (e != e_end) return 0;
+    if ((role = role_of_oid(roid, roid_len)) == 0) continue;
+    for (k = 0; k < n && order[k] != role; k++) {}
+    if (k == n) order[n++] = role;               /* n <= 4: four distinct roles */
   }
-  *s = q;
-  *len = l;
-  *p = q + l;
+  order[n] = 0;
+  *nca_name = *nca_id = NULL;
+  if (t < t_end) {
+    if (!der_text(&t, t_end, nca_name, nca_name_len)) return 0;
+    if (t < t_end && !der_text(&t, t_end, nca_id, nca_id_len)) return 0;
+  }
   return 1;
 }
 
-/* Sets info.roles (list, maybe empty), info.nca_name, info.nca_id from the
- * PSD2 QCStatement. Malformed data just yields no roles. Table at top. */
+/* Sets info.roles (list in certificate order, maybe empty), info.nca_name,
+ * info.nca_id from the PSD2 QCStatement. Malformed data yields no roles and
+ * no NCA. Table at top. */
 static void push_psd2(lua_State *L, X509 *cert) {
   ASN1_OBJECT *qcs = OBJ_txt2obj("1.3.6.1.5.5.7.1.3", 1);
   int idx = qcs != NULL ? X509_get_ext_by_OBJ(cert, qcs, -1) : -1;
-  const unsigned char *p, *end, *c, *stmt_end;
-  long len;
+  const unsigned char *p, *end, *c, *nca_name = NULL, *nca_id = NULL;
+  long len, nca_name_len = 0, nca_id_len = 0;
+  int order[5] = {0, 0, 0, 0, 0}, found = 0, i;
   ASN1_OBJECT_free(qcs);
-  lua_newtable(L);                                 /* info, roles */
-  if (idx < 0) goto done;
-  {
+  ERR_clear_error();
+  if (idx >= 0 && X509_get_ext_by_OBJ(cert, X509_EXTENSION_get_object(X509_get_ext(cert, idx)), idx) < 0) {
     ASN1_OCTET_STRING *os = X509_EXTENSION_get_data(X509_get_ext(cert, idx));
     p = ASN1_STRING_get0_data(os);
     end = p + ASN1_STRING_length(os);
-  }
-  if (!der_get(&p, end, V_ASN1_SEQUENCE, &c, &len)) goto done;
-  p = c;
-  end = c + len;
-  while (p < end) {                                /* each QCStatement */
-    const unsigned char *oid, *q;
-    long oid_len;
-    if (!der_get(&p, end, V_ASN1_SEQUENCE, &c, &len)) goto done;
-    q = c;
-    stmt_end = c + len;
-    if (!der_get(&q, stmt_end, V_ASN1_OBJECT, &oid, &oid_len)) goto done;
-    if (oid_len != (long)sizeof OID_PSD2_STATEMENT ||
-        memcmp(oid, OID_PSD2_STATEMENT, sizeof OID_PSD2_STATEMENT) != 0)
-      continue;
-    /* PSD2QcType ::= SEQUENCE { rolesOfPSP, nCAName, nCAId } */
-    {
-      const unsigned char *t, *t_end, *roles, *roles_end, *s;
-      long tl, sl;
-      int n = 0;
-      if (!der_get(&q, stmt_end, V_ASN1_SEQUENCE, &t, &tl)) goto done;
-      t_end = t + tl;
-      if (!der_get(&t, t_end, V_ASN1_SEQUENCE, &roles, &tl)) goto done;
-      roles_end = roles + tl;
-      while (roles < roles_end) {                  /* RoleOfPSP ::= SEQUENCE { oid, name } */
-        const unsigned char *r, *r_end, *roid;
-        long rl, roid_len;
-        if (!der_get(&roles, roles_end, V_ASN1_SEQUENCE, &r, &rl)) goto done;
-        r_end = r + rl;
-        if (!der_get(&r, r_end, V_ASN1_OBJECT, &roid, &roid_len)) goto done;
-        if (der_text(&r, r_end, &s, &sl) && sl > 0) {
-          lua_pushlstring(L, (const char *)s, (size_t)sl);
-        } else if (roid_len == (long)sizeof OID_PSD2_ROLE_ARC + 1 &&
-                   memcmp(roid, OID_PSD2_ROLE_ARC, sizeof OID_PSD2_ROLE_ARC) == 0 &&
-                   roid[roid_len - 1] >= 1 && roid[roid_len - 1] <= 4) {
-          lua_pushstring(L, ROLE_BY_OID[roid[roid_len - 1]]);
-        } else {
+    if (der_get(&p, end, V_ASN1_SEQUENCE, &c, &len) && p == end) {
+      p = c;
+      end = c + len;
+      while (p < end) {                            /* each QCStatement */
+        const unsigned char *oid, *q, *stmt_end;
+        long oid_len;
+        if (!der_get(&p, end, V_ASN1_SEQUENCE, &c, &len)) { found = 0; break; }
+        q = c;
+        stmt_end = c + len;
+        if (!der_get(&q, stmt_end, V_ASN1_OBJECT, &oid, &oid_len)) { found = 0; break; }
+        if (oid_len != (long)sizeof OID_PSD2_STATEMENT ||
+            memcmp(oid, OID_PSD2_STATEMENT, sizeof OID_PSD2_STATEMENT) != 0)
           continue;
+        if (found ||                               /* a second PSD2 statement: ambiguous */
+            !parse_psd2(q, stmt_end, order, &nca_name, &nca_name_len, &nca_id, &nca_id_len)) {
+          found = 0;
+          break;
         }
-        lua_rawseti(L, -2, ++n);
-      }
-      if (der_text(&t, t_end, &s, &sl)) {
-        lua_pushlstring(L, (const char *)s, (size_t)sl);
-        lua_setfield(L, -3, "nca_name");
-        if (der_text(&t, t_end, &s, &sl)) {
-          lua_pushlstring(L, (const char *)s, (size_t)sl);
-          lua_setfield(L, -3, "nca_id");
-        }
+        found = 1;
       }
     }
-    break;
   }
-done:
+  lua_newtable(L);                                 /* info, roles */
+  if (found) {
+    for (i = 0; order[i] != 0; i++) {
+      lua_pushstring(L, ROLE_BY_OID[order[i]]);
+      lua_rawseti(L, -2, i + 1);
+    }
+    if (nca_name != NULL) {
+      lua_pushlstring(L, (const char *)nca_name, (size_t)nca_name_len);
+      lua_setfield(L, -3, "nca_name");
+    }
+    if (nca_id != NULL) {
+      lua_pushlstring(L, (const char *)nca_id, (size_t)nca_id_len);
+      lua_setfield(L, -3, "nca_id");
+    }
+  }
   lua_setfield(L, -2, "roles");                    /* info */
 }
 
@@ -766,7 +802,20 @@ cleanup:
   return 1;
 }
 
-/* The private key as unencrypted PEM, only for ngx.ssl.parse_pem_priv_key. */
+/* identity:_pkey_handle() -> lightuserdata EVP_PKEY* with its own reference.
+ * Internal, for the ngx transport only: it wraps the pointer with LuaJIT's
+ * ffi (ffi.gc(ffi.cast("void *", h), EVP_PKEY_free)) and hands it to
+ * tcpsock:setclientcert as the pkey cdata. The key never leaves OpenSSL as
+ * bytes; the caller owns one reference and must release it exactly once. */
+static int identity_pkey_handle(lua_State *L) {
+  xs2a_identity *id = xs2a_checkidentity(L, 1);
+  if (EVP_PKEY_up_ref(id->key) != 1) return xs2a_pushsslerror(L, "identity._pkey_handle");
+  lua_pushlightuserdata(L, id->key);
+  return 1;
+}
+
+/* The private key as unencrypted PEM. Kept only until the ngx transport uses
+ * _pkey_handle (issue 8 hole 5c); then it goes. */
 static int identity_export_key_pem(lua_State *L) {
   xs2a_identity *id = xs2a_checkidentity(L, 1);
   char *key = NULL;
@@ -817,6 +866,7 @@ static const luaL_Reg identity_methods[] = {
   {"cert_pem", identity_cert_pem},
   {"chain_der", identity_chain_der},
   {"sign", identity_sign},
+  {"_pkey_handle", identity_pkey_handle},
   {"export_key_pem", identity_export_key_pem},
   {"close", identity_close},
   {NULL, NULL}

@@ -21,7 +21,10 @@
 -- JSON), /status/<n>, /delay/<ms>, /big/<bytes> (add ?chunked=1 for no
 -- Content-Length), /chunked, /headers (repeated Set-Cookie and X-Multi),
 -- /redirect (302), /drop (closes without an answer), /truncate (Content-Length
--- 100, 10 bytes sent, then the connection is closed). The access log line is
+-- 100, 10 bytes sent, then the connection is closed), /not_http (reads the
+-- request, answers bytes that are not HTTP and closes; HTTP/1.1 only),
+-- /fat_headers/<bytes> (header lines of about that size), /marked?marker=m
+-- (m in a header and in a JSON body). The access log line is
 -- `$remote_addr $connection $connection_requests "$request" $status $msec $request_time`.
 --
 -- Runs under Lua 5.4 and LuaJIT; binds 127.0.0.1 on a random free port;
