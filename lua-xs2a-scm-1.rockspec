@@ -49,6 +49,7 @@ build = {
     ["xs2a.profile"] = "lua/xs2a/profile.lua",
     ["xs2a.resources"] = "lua/xs2a/resources.lua",
     ["xs2a.sign"] = "lua/xs2a/sign.lua",
+    ["xs2a.status"] = "lua/xs2a/status.lua",
     ["xs2a.store"] = "lua/xs2a/store/init.lua",
     ["xs2a.store.file"] = "lua/xs2a/store/file.lua",
     ["xs2a.store.memory"] = "lua/xs2a/store/memory.lua",
@@ -58,6 +59,10 @@ build = {
     ["xs2a.transport"] = "lua/xs2a/transport/init.lua",
     ["xs2a.transport.ngx"] = "lua/xs2a/transport/ngx.lua",
     ["xs2a.util"] = "lua/xs2a/util.lua",
+  },
+  install = {
+    -- the command line (Lua 5.4 with lua-argparse and lua-socket; see the README)
+    bin = { xs2a = "bin/xs2a" },
   },
   copy_directories = { "examples", "docs" },
 }
