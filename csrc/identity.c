@@ -291,6 +291,7 @@ xs2a_identity *xs2a_checkidentity(lua_State *L, int idx) {
 
 X509 *xs2a_identity_cert(xs2a_identity *id) { return id->cert; }
 EVP_PKEY *xs2a_identity_key(xs2a_identity *id) { return id->key; }
+STACK_OF(X509) *xs2a_identity_chain(xs2a_identity *id) { return id->chain; }
 
 static int bio_take(BIO *b, char **out, size_t *out_len) {
   char *p;
