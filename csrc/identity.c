@@ -27,6 +27,8 @@ struct xs2a_identity {
    * on an initialised EVP_PKEY_CTX can be called again and again, which saves
    * the provider fetches of EVP_DigestSignInit on every signature. */
   EVP_PKEY_CTX *sctx[SIGN_SLOTS];
+  EVP_MD *md[3];           /* fetched digests for the slots (EVP_sha256() and
+                              friends would be fetched again on every use) */
 };
 
 #define INPUT_LIMIT (4 * 1024 * 1024)   /* no credential file is this big */
@@ -288,6 +290,10 @@ static void identity_free(xs2a_identity *id) {
   for (i = 0; i < SIGN_SLOTS; i++) {
     EVP_PKEY_CTX_free(id->sctx[i]);
     id->sctx[i] = NULL;
+  }
+  for (i = 0; i < 3; i++) {
+    EVP_MD_free(id->md[i]);
+    id->md[i] = NULL;
   }
   if (id->cert != NULL) { X509_free(id->cert); id->cert = NULL; }
   if (id->key != NULL) { EVP_PKEY_free(id->key); id->key = NULL; }  /* clears key memory */
@@ -764,13 +770,12 @@ size_t xs2a_ec_halfsize(const EVP_PKEY *key) {
   return ((size_t)EVP_PKEY_bits(key) + 7) / 8;
 }
 
-/* The digests, fetched once per process (EVP_sha256() and friends would be
- * fetched again from the provider on each use). Never freed: process-wide. */
-static const EVP_MD *fetched_md(int slot) {
-  static EVP_MD *mds[3];
+/* the digest of a slot, fetched once per identity (not per process: the
+ * core may be unloaded with its Lua state, and a static cache would leak) */
+static const EVP_MD *fetched_md(xs2a_identity *id, int slot) {
   static const char *const names[3] = {"SHA2-256", "SHA2-384", "SHA2-512"};
-  if (mds[slot] == NULL) mds[slot] = EVP_MD_fetch(NULL, names[slot], NULL);
-  return mds[slot];
+  if (id->md[slot] == NULL) id->md[slot] = EVP_MD_fetch(NULL, names[slot], NULL);
+  return id->md[slot];
 }
 
 static int md_slot(const EVP_MD *md) {
@@ -788,7 +793,7 @@ static EVP_PKEY_CTX *sign_ctx(xs2a_identity *id, int slot, int pss, int is_ec) {
   int i = slot * 2 + pss;
   if (id->sctx[i] != NULL) return id->sctx[i];
   if ((c = EVP_PKEY_CTX_new(id->key, NULL)) == NULL) return NULL;
-  if (EVP_PKEY_sign_init(c) <= 0 || EVP_PKEY_CTX_set_signature_md(c, fetched_md(slot)) <= 0 ||
+  if (EVP_PKEY_sign_init(c) <= 0 || EVP_PKEY_CTX_set_signature_md(c, fetched_md(id, slot)) <= 0 ||
       (!is_ec && EVP_PKEY_CTX_set_rsa_padding(c, pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) <= 0) ||
       (pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(c, RSA_PSS_SALTLEN_DIGEST) <= 0)) {
     EVP_PKEY_CTX_free(c);
@@ -807,9 +812,9 @@ int xs2a_identity_sign_raw(xs2a_identity *id, const xs2a_sigopts *o,
   int slot = md_slot((const EVP_MD *)o->md);
   int is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
   EVP_PKEY_CTX *c;
-  if (slot < 0 || fetched_md(slot) == NULL) return 0;
+  if (slot < 0 || fetched_md(id, slot) == NULL) return 0;
   if ((c = sign_ctx(id, slot, o->pss, is_ec)) == NULL) return 0;
-  if (!EVP_Digest(data, len, md, &mdlen, fetched_md(slot), NULL)) return 0;
+  if (!EVP_Digest(data, len, md, &mdlen, fetched_md(id, slot), NULL)) return 0;
   return EVP_PKEY_sign(c, sig, siglen, md, mdlen) > 0;
 }
 
