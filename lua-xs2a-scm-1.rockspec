@@ -69,6 +69,7 @@ build = {
     ["xs2a.sign.jws"] = "lua/xs2a/sign/jws.lua",
     ["xs2a.sign.mac"] = "lua/xs2a/sign/mac.lua",
     ["xs2a.sign.verify"] = "lua/xs2a/sign/verify.lua",
+    ["xs2a.status"] = "lua/xs2a/status.lua",
     ["xs2a.store"] = "lua/xs2a/store/init.lua",
     ["xs2a.store.contract"] = "lua/xs2a/store/contract.lua",
     ["xs2a.store.file"] = "lua/xs2a/store/file.lua",
@@ -80,6 +81,10 @@ build = {
     ["xs2a.transport"] = "lua/xs2a/transport/init.lua",
     ["xs2a.transport.curl"] = "lua/xs2a/transport/curl.lua",
     ["xs2a.transport.ngx"] = "lua/xs2a/transport/ngx.lua",
+  },
+  install = {
+    -- the command line (Lua 5.4 with lua-argparse and lua-socket; see the README)
+    bin = { xs2a = "bin/xs2a" },
   },
   copy_directories = { "examples", "docs" },
 }

@@ -2,6 +2,7 @@
 """Validates recorded XS2A requests against the Berlin Group OpenAPI file.
 
     validate.py SPEC.yaml REQUESTS.jsonl  ->  JSON report on stdout
+    validate.py --examples SPEC.yaml      ->  the file's example responses
 
 REQUESTS.jsonl is the sandbox's request log (sandbox/lua/sandbox/recorder.lua):
 one JSON object per line with variant, method, path (below the variant
@@ -233,7 +234,33 @@ class Checker:
         return key, errs
 
 
+def examples(spec_path):
+    """--examples: every example response of the file as a JSON list of
+    {method, path, status, media, name, value}."""
+    with open(spec_path) as f:
+        spec = yaml.load(f, Loader=Loader)
+    out = []
+    for tpl, item in spec["paths"].items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            for status, r in op.get("responses", {}).items():
+                r = resolve(spec, r)
+                for media, c in (r.get("content") or {}).items():
+                    named = dict(c.get("examples") or {})
+                    if "example" in c:
+                        named["example"] = {"value": c["example"]}
+                    for name, ex in sorted(named.items()):
+                        ex = resolve(spec, ex)
+                        out.append({"method": method.upper(), "path": tpl, "status": int(status), "media": media,
+                                    "name": name, "value": ex.get("value")})
+    json.dump(out, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
 def main(argv):
+    if argv[1] == "--examples":
+        return examples(argv[2])
     spec_path, log_path = argv[1], argv[2]
     with open(spec_path) as f:
         base = yaml.load(f, Loader=Loader)
