@@ -150,6 +150,16 @@ describe("xs2a command #network", function()
       assert.matches("^consent %S+: valid ", out)
     end)
 
+    it("shows the PSU the TPP's organisation name from its QWAC on the bank's page", function()
+      local h = cli.start({ "consent", "create", "--state-dir", dir .. "/page" }, env)
+      local url = assert(h:wait_for("\n(https://[^\n]+)\n", 30))
+      local page = require("support.psu").fetch("GET", url)
+      assert.equal(200, page.status)
+      assert.matches("Requested by Example TPP UAB (PSDLT-BOL-TPP001).", page.html, 1, true)
+      -- the PSU says no: the command ends
+      assert.equal(1, (h:authorise{ decision = "deny" }))
+    end)
+
     it("exits 1 with one line when the PSU denies", function()
       local h = cli.start({ "consent", "create", "--state-dir", dir .. "/deny" }, env)
       local rc, out, err = h:authorise{ decision = "deny" }
