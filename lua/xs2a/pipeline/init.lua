@@ -136,8 +136,8 @@ function stages.attach_token(ctx, ex)
   return ex
 end
 
---- Spends a frequencyPerDay unit for an AIS read without the PSU (once per
--- logical request until it is given back).
+--- Spends a frequencyPerDay unit for an AIS read without the PSU: one per
+-- attempt that may reach the bank (given back when it surely did not).
 function stages.spend_unit(ctx, ex)
   local f = ex.freq
   if not f or ex.freq_undo then return ex end
@@ -348,8 +348,10 @@ function _M.request(ctx, req)
       out.attempts = ex.attempt
       return out
     end
-    if ex.freq_undo and retry.gives_back_unit(err) then
-      ex.freq_undo()
+    if ex.freq_undo then
+      -- the unit is given back only when the bank surely did not count the
+      -- attempt; otherwise it stays spent and another attempt spends another
+      if retry.gives_back_unit(err) then ex.freq_undo() end
       ex.freq_undo = nil
     end
     local action, wait = retry.decide(policy, ex, stage, err)

@@ -21,8 +21,9 @@
 -- certificate's IP addresses are compared with the host here.
 --
 -- The client certificate (`identity`) is parsed once per identity with
--- `ngx.ssl.parse_pem_cert`/`parse_pem_priv_key` (the key PEM is exported,
--- parsed and dropped at once) and handed to each new connection with
+-- `ngx.ssl.parse_pem_cert`; the key is the identity's own EVP_PKEY reference
+-- (`identity:_pkey_handle()`, never key bytes), and both are handed to each
+-- new connection with
 -- `setclientcert` (lua-nginx-module >= 0.10.23, lua-resty-core >= 0.1.25).
 --
 -- Connections are kept alive per worker in pools keyed by host, port, SNI
@@ -92,6 +93,7 @@ local function ssl_ffi()
       "int X509_verify_cert(void *ctx);",
       "int X509_STORE_CTX_get_error(void *ctx);",
       "const char *X509_verify_cert_error_string(long n);",
+      "void EVP_PKEY_free(void *pkey);",
     }) do
       pcall(ffi.cdef, decl)
     end
@@ -192,14 +194,13 @@ local function load_client_cert(identity)
   if not cert then
     return nil, "cannot parse the client certificate: " .. tostring(cerr)
   end
-  -- the key PEM lives only in this scope; OpenSSL keeps the parsed key
+  -- the key never leaves OpenSSL as bytes: the identity hands out its own
+  -- reference to the EVP_PKEY, released by the GC with EVP_PKEY_free
   local key
-  do
-    local ok_key, key_pem = pcall(identity.export_key_pem, identity)
-    if ok_key and type(key_pem) == "string" then
-      key = ssl.parse_pem_priv_key(key_pem)
-    end
-    key_pem = nil -- luacheck: ignore 311
+  local C = ssl_ffi()
+  if C then
+    local ok_key, handle = pcall(identity._pkey_handle, identity)
+    if ok_key and handle ~= nil then key = ffi.gc(ffi.cast("void *", handle), C.EVP_PKEY_free) end
   end
   if not key then
     return nil, "cannot load the private key of the identity"
@@ -241,7 +242,7 @@ local warned_no_verify = false
 function M.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then return nil, "options must be a table" end
-  local self = setmetatable({}, Transport)
+  local self = setmetatable({ kind = "ngx" }, Transport)
   for k, v in pairs(DEFAULTS) do
     local given = opts[k]
     if given ~= nil and (type(given) ~= "number" or given < 0) then
