@@ -353,4 +353,6 @@ _M.routes = {
     auth = "mtls", service = "AIS" },
 }
 
+sca.register("consent", { awaiting = _M.awaiting, owner_check = _M.owner_check, on_authorised = _M.on_authorised })
+
 return _M

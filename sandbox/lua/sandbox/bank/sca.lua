@@ -54,10 +54,25 @@ local function res_key(kind, rid)
 end
 _M.res_key = res_key
 
+-- The hooks of each kind of resource, registered by the resource modules
+-- (consents, payments, baskets) when they load: sca never requires them.
+--   awaiting(res, kind) -> bool: does the resource still wait for this kind?
+--   owner_check(res, kind, psu) -> true | false, message for the PSU
+--   on_authorised(auth, outcome): outcome "complete" | "partial" | "failed"
+local registry = {}
+
+--- Registers the SCA hooks of a kind of authorisation ("consent",
+-- "payment", "cancellation", "basket").
+function _M.register(kind, h)
+  assert(type(h.awaiting) == "function" and type(h.owner_check) == "function"
+    and type(h.on_authorised) == "function", "sca.register: awaiting, owner_check and on_authorised needed")
+  registry[kind] = h
+end
+
 local function hooks(kind)
-  if kind == "consent" then return require("sandbox.bank.consents") end
-  if kind == "basket" then return require("sandbox.bank.baskets") end
-  return require("sandbox.bank.payments")
+  local h = registry[kind]
+  if not h then error("sandbox.bank.sca: no resource module registered for " .. tostring(kind), 2) end
+  return h
 end
 
 local NOUN = { consent = "consent", basket = "signing basket" }
