@@ -15,6 +15,8 @@ local PRODUCTS = {
     ["sepa-credit-transfers"] = { currency = "EUR" },
     ["instant-sepa-credit-transfers"] = { currency = "EUR", instant = true },
     ["target-2-payments"] = { currency = "EUR" },
+    -- Paysera lists "domestic RON transfers" without a product name: ours is a guess
+    ["ron-credit-transfers"] = { currency = "RON", country = "RO" },
   },
   georgia = {
     aspsp = { internal = true },
@@ -108,9 +110,15 @@ end
 --   or nil, code, message
 function _M.body(ctx, service, product, b)
   local p = { legs = {} }
-  local debtor, err = check_account(b.debtorAccount, "debtorAccount")
-  if not debtor then return nil, "FORMAT_ERROR", err end
-  p.debtor_iban = debtor
+  local err
+  -- no debtorAccount: the PSU picks the account on the bank's page (Paysera's
+  -- getting-started page: "no information about the exact payer account")
+  if b.debtorAccount ~= nil then
+    local debtor
+    debtor, err = check_account(b.debtorAccount, "debtorAccount")
+    if not debtor then return nil, "FORMAT_ERROR", err end
+    p.debtor_iban = debtor
+  end
   err = check_text(b.debtorName, "debtorName", 70)
   if err then return nil, "FORMAT_ERROR", err end
   local today = common.today()
@@ -184,7 +192,7 @@ function _M.body(ctx, service, product, b)
       return nil, "FORMAT_ERROR", "MonthlyVariable needs monthsOfExecution"
     end
   end
-  local acct = ledger.find(ctx.variant, p.debtor_iban, p.currency)
+  local acct = not p.debtor_iban or ledger.find(ctx.variant, p.debtor_iban, p.currency)
   if not acct then
     return nil, "RESOURCE_UNKNOWN", "debtorAccount is not an account at this ASPSP"
   end

@@ -133,6 +133,7 @@ function _M.awaiting(p, kind)
 end
 
 function _M.owner_check(p, _, psu)
+  if not p.debtor_iban then return true end   -- the PSU picks the debtor account on the page
   for _, a in ipairs(require("sandbox.bank.seed").accounts(p.variant)) do
     if a.iban == p.debtor_iban and a.owner == psu then return true end
   end
@@ -162,6 +163,40 @@ function _M.on_authorised(auth, outcome)
     return
   end
   accept(p.id, {})
+end
+
+--- A payment without debtorAccount: the PSU picks one of the accounts in
+-- the payment's currency on the bank's page.
+function _M.choices(p, kind)
+  if p.debtor_iban or kind ~= "payment" then return nil end
+  local options = {}
+  for _, a in ipairs(require("sandbox.bank.seed").accounts(p.variant)) do
+    if a.kind == "account" and a.currency == p.currency then
+      options[#options + 1] = { value = a.id, label = a.iban .. " " .. a.currency .. " (" .. a.name .. ")" }
+    end
+  end
+  return { name = "account", multiple = false, prompt = "Pay from:", options = options }
+end
+
+--- The PSU's pick of the debtor account (one of the PSU's, in the currency).
+-- @return true, or false and a message for the PSU
+function _M.choose(p, _, psu, values)
+  if #values ~= 1 then return false, "choose the account to pay from" end
+  local found
+  for _, a in ipairs(require("sandbox.bank.seed").accounts(p.variant)) do
+    if a.id == values[1] and a.kind == "account" then found = a end
+  end
+  if not found or found.owner ~= psu or found.currency ~= p.currency then
+    return false, "choose one of your accounts in " .. p.currency
+  end
+  local done = common.update("payment:" .. p.id, function(x)
+    if not x or x.debtor_iban then return nil end
+    x.debtor_iban = found.iban
+    x.body.debtorAccount = { iban = found.iban, currency = found.currency }
+    return x
+  end)
+  if done then p.debtor_iban, p.body = done.debtor_iban, done.body end
+  return true
 end
 
 --- Authorises a payment through its signing basket's SCA (`psus` approved
@@ -211,7 +246,7 @@ function _M.describe(p)
   local kind = p.service == "periodic-payments" and ("Standing order (" .. tostring(p.body.frequency)
     .. " from " .. tostring(p.body.startDate) .. "): ")
     or p.service == "bulk-payments" and ("Bulk payment of " .. #p.legs .. " transfers: ") or "Payment: "
-  return kind .. table.concat(parts, "; ") .. ", from " .. p.debtor_iban
+  return kind .. table.concat(parts, "; ") .. ", from " .. (p.debtor_iban or "an account you choose")
 end
 
 ---------------------------------------------------------------------------
@@ -235,6 +270,10 @@ local function create(service)
     local setup, serr = sca.setup(ctx)
     if not setup then return common.unpack(serr) end
     local approach, uri, nok, required = setup.approach, setup.uri, setup.nok, setup.required
+    if not parts.debtor_iban and approach ~= "oauth" and approach ~= "redirect" then
+      return common.err(ctx, 400, "FORMAT_ERROR", "debtorAccount is required unless the PSU picks it on the "
+        .. "bank's page (oauth or redirect approach)")
+    end
     local p = {
       id = util.uuid(), seq = common.incr("bank:payment_seq"), variant = ctx.variant,
       service = service, product = product, org_id = ctx.tpp.org_id, request_id = ctx.request_id,
@@ -305,7 +344,7 @@ end
 
 local function status(_, p)
   local body = { transactionStatus = p.status }
-  if not FINAL[p.status] then
+  if not FINAL[p.status] and p.debtor_iban then
     body.fundsAvailable = ledger.funds_available(p.variant, p.debtor_iban, p.currency, p.amount) == true
   end
   if p.status == "RJCT" and p.reason == "insufficient_funds" then
@@ -319,8 +358,9 @@ local function cancel(ctx, p)
   if p.status == "CANC" then
     return common.err(ctx, 409, "STATUS_INVALID", "payment is already cancelled")
   end
+  -- executed or rejected: 409 STATUS_INVALID, as Paysera's Georgia page says
   if p.status == "ACSC" or p.status == "ACCC" or p.status == "RJCT" or p.status == "ACSP" then
-    return common.err(ctx, 405, "CANCELLATION_INVALID", "payment is " .. p.status .. " and cannot be cancelled")
+    return common.err(ctx, 409, "STATUS_INVALID", "payment is " .. p.status .. " and cannot be cancelled")
   end
   if p.basket and (p.status == "RCVD" or p.status == "PATC") then
     return common.err(ctx, 409, "STATUS_INVALID", "the payment is in signing basket " .. p.basket
@@ -386,7 +426,8 @@ for _, service in ipairs(SERVICES) do
     with_payment(service, auth_handler("cancellation", "put")))
 end
 
-sca.register("payment", { awaiting = _M.awaiting, owner_check = _M.owner_check, on_authorised = _M.on_authorised })
+sca.register("payment", { awaiting = _M.awaiting, owner_check = _M.owner_check, on_authorised = _M.on_authorised,
+  choices = _M.choices, choose = _M.choose })
 sca.register("cancellation", { awaiting = _M.awaiting, owner_check = _M.owner_check, on_authorised = _M.on_authorised })
 
 return _M
