@@ -31,7 +31,7 @@ build = {
   type = "builtin",
   modules = {
     ["xs2a.core"] = {
-      sources = { "csrc/core.c", "csrc/crypto.c", "csrc/err.c", "csrc/http.c", "csrc/identity.c", "csrc/time.c", },
+      sources = { "csrc/core.c", "csrc/crypto.c", "csrc/err.c", "csrc/http.c", "csrc/identity.c", "csrc/time.c", "csrc/fs.c", },
       libraries = { "curl", "crypto" },
       incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
@@ -49,7 +49,9 @@ build = {
     ["xs2a.profile"] = "lua/xs2a/profile.lua",
     ["xs2a.resources"] = "lua/xs2a/resources.lua",
     ["xs2a.sign"] = "lua/xs2a/sign.lua",
+    ["xs2a.status"] = "lua/xs2a/status.lua",
     ["xs2a.store"] = "lua/xs2a/store/init.lua",
+    ["xs2a.store.file"] = "lua/xs2a/store/file.lua",
     ["xs2a.store.memory"] = "lua/xs2a/store/memory.lua",
     ["xs2a.store.redis"] = "lua/xs2a/store/redis.lua",
     ["xs2a.store.shdict"] = "lua/xs2a/store/shdict.lua",
@@ -57,6 +59,10 @@ build = {
     ["xs2a.transport"] = "lua/xs2a/transport/init.lua",
     ["xs2a.transport.ngx"] = "lua/xs2a/transport/ngx.lua",
     ["xs2a.util"] = "lua/xs2a/util.lua",
+  },
+  install = {
+    -- the command line (Lua 5.4 with lua-argparse and lua-socket; see the README)
+    bin = { xs2a = "bin/xs2a" },
   },
   copy_directories = { "examples", "docs" },
 }

@@ -1,4 +1,6 @@
-/* compat.h: the one place that knows about Lua and OpenSSL versions. */
+/* compat.h: the one place that knows about Lua and OpenSSL versions.
+ * Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT 2.1; OpenSSL 1.1.1 and 3.x. The C code
+ * is written against 5.4; below, what older versions lack. */
 #ifndef XS2A_COMPAT_H
 #define XS2A_COMPAT_H
 
@@ -49,43 +51,48 @@ static inline void *xs2a_compat_testudata(lua_State *L, int i, const char *tname
 #undef luaL_len
 #define luaL_len(L, i) ((lua_Integer)lua_objlen((L), (i)))
 
-/* 5.4 userdata with user values: on 5.1 we keep one table in the fenv. */
+#undef luaL_pushfail
+#define luaL_pushfail(L) lua_pushnil(L)
+#undef luaL_buffinitsize
+#define luaL_buffinitsize(L, B, sz) (luaL_buffinit((L), (B)), luaL_prepbuffer(B))
+#define xs2a_getuvtable(L, idx) lua_getfenv((L), (idx))
+#define xs2a_setuvtable(L, idx) lua_setfenv((L), (idx))
+#elif LUA_VERSION_NUM < 504
+/* Lua 5.2 and 5.3: one user value per userdata (a table, as 5.2 wants). */
+#undef luaL_pushfail
+#define luaL_pushfail(L) lua_pushnil(L)
+#define xs2a_getuvtable(L, idx) ((void)lua_getuservalue((L), (idx)))
+#define xs2a_setuvtable(L, idx) lua_setuservalue((L), (idx))
+#endif
+
+#if LUA_VERSION_NUM < 504
+/* 5.4 userdata with n user values: before 5.4 we keep them in one table,
+ * in the fenv (5.1, LuaJIT) or in the single user value (5.2, 5.3). */
 #undef lua_newuserdatauv
 #define lua_newuserdatauv(L, sz, nuv) xs2a_compat_newuserdatauv((L), (sz), (nuv))
 static inline void *xs2a_compat_newuserdatauv(lua_State *L, size_t sz, int nuv) {
   void *p = lua_newuserdata(L, sz);
   if (nuv > 0) {
     lua_createtable(L, nuv, 0);
-    lua_setfenv(L, -2);
+    xs2a_setuvtable(L, -2);
   }
   return p;
 }
 /* set user value n of the userdata at idx to the value on top (popped) */
 static inline void xs2a_setuservalue(lua_State *L, int idx, int n) {
   idx = (idx < 0) ? lua_gettop(L) + idx + 1 : idx;
-  lua_getfenv(L, idx);
+  xs2a_getuvtable(L, idx);
   lua_insert(L, -2);
   lua_rawseti(L, -2, n);
   lua_pop(L, 1);
 }
 static inline int xs2a_getuservalue(lua_State *L, int idx, int n) {
-  lua_getfenv(L, idx);
+  xs2a_getuvtable(L, idx);
   if (!lua_istable(L, -1)) { lua_pop(L, 1); lua_pushnil(L); return LUA_TNIL; }
   lua_rawgeti(L, -1, n);
   lua_remove(L, -2);
   return lua_type(L, -1);
 }
-#undef luaL_pushfail
-#define luaL_pushfail(L) lua_pushnil(L)
-#define LUAI_COMPAT_ISINTEGER 0
-static inline int xs2a_isinteger(lua_State *L, int idx) {
-  lua_Number n;
-  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
-  n = lua_tonumber(L, idx);
-  return n == (lua_Number)(lua_Integer)n;
-}
-#undef luaL_buffinitsize
-#define luaL_buffinitsize(L, B, sz) (luaL_buffinit((L), (B)), luaL_prepbuffer(B))
 #else
 static inline void xs2a_setuservalue(lua_State *L, int idx, int n) {
   lua_setiuservalue(L, idx, n);
@@ -93,12 +100,28 @@ static inline void xs2a_setuservalue(lua_State *L, int idx, int n) {
 static inline int xs2a_getuservalue(lua_State *L, int idx, int n) {
   return lua_getiuservalue(L, idx, n);
 }
+#endif
+
+#if LUA_VERSION_NUM >= 503
 static inline int xs2a_isinteger(lua_State *L, int idx) { return lua_isinteger(L, idx); }
+#else
+/* before 5.3 every number is a double: an integer is one without a fraction */
+static inline int xs2a_isinteger(lua_State *L, int idx) {
+  lua_Number n;
+  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+  n = lua_tonumber(L, idx);
+  return n == (lua_Number)(lua_Integer)n;
+}
 #endif
 
 #include <openssl/opensslv.h>
 #if OPENSSL_VERSION_NUMBER < 0x10101000L
 #error "lua-xs2a needs OpenSSL 1.1.1 or newer"
+#endif
+/* OpenSSL 1.1.1 has no EVP_PKEY_eq (3.0); its EVP_PKEY_cmp has the same
+ * answers (1 equal, 0 different, -1 other types, -2 cannot compare). */
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+#define EVP_PKEY_eq(a, b) EVP_PKEY_cmp((a), (b))
 #endif
 
 #endif

@@ -388,26 +388,185 @@ static int core_hex(lua_State *L) {
   return 1;
 }
 
-/* core.cert_issued_by(cert, issuer) -> true | false, reason
- * (names chain up and issuer's key verifies cert's signature; no validity
- * dates, no path building) */
+/* Appends the certificates of the value at idx to sk: a PEM string (one or
+ * more certificates), a DER string, or a list of such strings. 0 when a value
+ * holds no certificate. */
+static int push_certs(lua_State *L, int idx, STACK_OF(X509) *sk) {
+  size_t len;
+  const char *s;
+  int before = sk_X509_num(sk);
+  if (lua_type(L, idx) == LUA_TTABLE) {
+    int i, n = (int)lua_rawlen(L, idx);
+    for (i = 1; i <= n; i++) {
+      int ok;
+      lua_rawgeti(L, idx, i);
+      ok = lua_type(L, -1) == LUA_TSTRING && push_certs(L, lua_gettop(L), sk);
+      lua_pop(L, 1);
+      if (!ok) return 0;
+    }
+    return n > 0;
+  }
+  if (lua_type(L, idx) != LUA_TSTRING) return 0;
+  s = lua_tolstring(L, idx, &len);
+  if (len <= INT_MAX && strstr(s, "-----BEGIN") != NULL) {
+    BIO *b = BIO_new_mem_buf(s, (int)len);
+    X509 *x;
+    while (b != NULL && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+      if (!sk_X509_push(sk, x)) { X509_free(x); break; }
+    BIO_free(b);
+  } else {
+    X509 *x = xs2a_parsecert(s, len);
+    if (x != NULL && !sk_X509_push(sk, x)) X509_free(x);
+  }
+  ERR_clear_error();
+  return sk_X509_num(sk) > before;
+}
+
+/* The verdict of X509_verify_cert for cert against anchors (trusted, each may
+ * be a CA or the very certificate: partial chains allowed), with untrusted
+ * intermediates and validity dates at `at` (0 = now). NULL = trusted. */
+static const char *chain_verdict(X509 *cert, STACK_OF(X509) *anchors, STACK_OF(X509) *untrusted,
+                                 lua_Integer at, char *buf, size_t bufsize) {
+  X509_STORE *store = X509_STORE_new();
+  X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+  const char *why = NULL;
+  int i;
+  if (store == NULL || ctx == NULL) { why = "out of memory"; goto done; }
+  for (i = 0; i < sk_X509_num(anchors); i++)
+    if (!X509_STORE_add_cert(store, sk_X509_value(anchors, i))) { why = "cannot add a trust anchor"; goto done; }
+  if (!X509_STORE_CTX_init(ctx, store, cert, untrusted)) { why = "cannot set up the check"; goto done; }
+  X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_PARTIAL_CHAIN);
+  if (at > 0) X509_STORE_CTX_set_time(ctx, 0, (time_t)at);
+  if (X509_verify_cert(ctx) != 1) {
+    int e = X509_STORE_CTX_get_error(ctx);
+    snprintf(buf, bufsize, "certificate not trusted: %s", X509_verify_cert_error_string(e));
+    why = buf;
+  }
+done:
+  X509_STORE_CTX_free(ctx);
+  X509_STORE_free(store);
+  ERR_clear_error();
+  return why;
+}
+
+/* 1 when the subject has exactly one organizationIdentifier (2.5.4.97) and it is want */
+static int subject_org_id_is(X509 *cert, const char *want, size_t want_len) {
+  ASN1_OBJECT *obj = OBJ_txt2obj("2.5.4.97", 1);
+  X509_NAME *name = X509_get_subject_name(cert);
+  int i = obj != NULL ? X509_NAME_get_index_by_OBJ(name, obj, -1) : -1, n, same = 0;
+  unsigned char *utf8 = NULL;
+  ASN1_OBJECT_free(obj);
+  if (i < 0 || X509_NAME_get_index_by_OBJ(name, X509_NAME_ENTRY_get_object(X509_NAME_get_entry(name, i)), i) >= 0) {
+    ERR_clear_error();
+    return 0;                                   /* none, or more than one: no match */
+  }
+  n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+  if (n >= 0 && (size_t)n == want_len && memcmp(utf8, want, want_len) == 0) same = 1;
+  OPENSSL_free(utf8);
+  ERR_clear_error();
+  return same;
+}
+
+/* core.cert_verify(cert, opts) -> true | false, reason
+ * opts.anchors: trusted certificates (PEM bundle, DER, or a list); required:
+ *   without one nothing is trusted (fail closed).
+ * opts.chain: untrusted intermediates (same forms); opts.at: epoch seconds for
+ * the date checks (default now); opts.organization_identifier: the subject's
+ * organizationIdentifier must be exactly this (pin to the bank);
+ * opts.fingerprint: hex SHA-256 of the certificate DER must be this (pin). */
+static int core_cert_verify(lua_State *L) {
+  size_t len, pin_len = 0;
+  const char *s = luaL_checklstring(L, 1, &len);
+  const char *org = NULL, *fp = NULL, *why = NULL;
+  STACK_OF(X509) *anchors = NULL, *untrusted = NULL;
+  X509 *cert = NULL;
+  lua_Integer at = 0;
+  char buf[160];
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_getfield(L, 2, "organization_identifier");
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, 2, "organization_identifier must be a string");
+    org = lua_tolstring(L, -1, &pin_len);
+  }
+  lua_getfield(L, 2, "fingerprint");
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, 2, "fingerprint must be a string");
+    fp = lua_tostring(L, -1);
+  }
+  lua_getfield(L, 2, "at");
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= 1))
+      luaL_argerror(L, 2, "at must be a positive number of seconds");
+    at = (lua_Integer)lua_tonumber(L, -1);
+  }
+  lua_getfield(L, 2, "anchors");                   /* 3 org, 4 fp, 5 at, 6 anchors */
+  lua_getfield(L, 2, "chain");                     /* 7 chain */
+  if ((anchors = sk_X509_new_null()) == NULL || (untrusted = sk_X509_new_null()) == NULL) {
+    why = "out of memory";
+  } else if ((cert = xs2a_parsecert(s, len)) == NULL) {
+    why = "not a certificate";
+  } else if (lua_isnil(L, 6)) {
+    why = "no trust anchor configured";
+  } else if (!push_certs(L, 6, anchors)) {
+    why = "a trust anchor is not a certificate";
+  } else if (!lua_isnil(L, 7) && !push_certs(L, 7, untrusted)) {
+    why = "an intermediate certificate is not a certificate";
+  } else if ((why = chain_verdict(cert, anchors, untrusted, at, buf, sizeof buf)) != NULL) {
+    /* why set */
+  } else if (org != NULL && !subject_org_id_is(cert, org, pin_len)) {
+    why = "certificate is not the pinned organisation's";
+  } else if (fp != NULL) {
+    static const char hexd[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    char hex[2 * EVP_MAX_MD_SIZE + 1];
+    unsigned int mdlen = 0, i;
+    if (!X509_digest(cert, EVP_sha256(), md, &mdlen)) {
+      why = "cannot digest the certificate";
+    } else {
+      for (i = 0; i < mdlen; i++) {
+        hex[2 * i] = hexd[md[i] >> 4];
+        hex[2 * i + 1] = hexd[md[i] & 15];
+      }
+      hex[2 * mdlen] = '\0';
+      if (strlen(fp) != 2 * mdlen || OPENSSL_strcasecmp(fp, hex) != 0)
+        why = "certificate is not the pinned certificate";
+    }
+  }
+  ERR_clear_error();
+  X509_free(cert);
+  sk_X509_pop_free(anchors, X509_free);
+  sk_X509_pop_free(untrusted, X509_free);
+  return push_verdict(L, "cert_verify", why);
+}
+
+/* core.cert_issued_by(cert, issuer) -> true | false, reason: cert chains to
+ * issuer (issuer's key verifies it, names and key usage fit) and both are
+ * within their validity dates now. Same check as cert_verify with issuer as
+ * the only anchor. */
 static int core_cert_issued_by(lua_State *L) {
   size_t la, lb;
   const char *a = luaL_checklstring(L, 1, &la);
   const char *b = luaL_checklstring(L, 2, &lb);
   X509 *cert = xs2a_parsecert(a, la), *issuer = xs2a_parsecert(b, lb);
+  STACK_OF(X509) *anchors = sk_X509_new_null();
   const char *why = NULL;
+  char buf[160];
   if (cert == NULL || issuer == NULL) why = "not a certificate";
-  else if (X509_check_issued(issuer, cert) != X509_V_OK) why = "issuer name or key usage does not match";
-  else if (X509_verify(cert, X509_get0_pubkey(issuer)) != 1) why = "certificate signature does not verify";
+  else if (anchors == NULL || !sk_X509_push(anchors, issuer)) why = "out of memory";
+  else {
+    issuer = NULL;                                 /* owned by anchors now */
+    why = chain_verdict(cert, anchors, NULL, 0, buf, sizeof buf);
+  }
   ERR_clear_error();
   X509_free(cert);
   X509_free(issuer);
+  sk_X509_pop_free(anchors, X509_free);
   return push_verdict(L, "cert_issued_by", why);
 }
 
 static const luaL_Reg crypto_funcs[] = {
   {"cert_issued_by", core_cert_issued_by},
+  {"cert_verify", core_cert_verify},
   {"digest", core_digest},
   {"hmac", core_hmac},
   {"verify", core_verify},

@@ -41,6 +41,8 @@
 #include <time.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include "core.h"
 
 /* The only mutable C global: libcurl's process-wide initialisation. */
@@ -52,6 +54,7 @@ static int http_curl_ready = 0;
 #define MAX_HEADER_BYTES (256 * 1024)     /* all header lines of one response */
 #define MAX_TIMEOUT 86400000              /* one day, in ms */
 #define DRIVE_SLICE 1000                  /* longest single wait inside request() */
+#define MAX_CONNECTS 64                   /* idle connections kept by a session */
 
 enum { XF_NEW, XF_RUNNING, XF_DONE, XF_CLAIMED };
 
@@ -71,7 +74,7 @@ typedef struct xfer {
   lua_Integer id;
   int state;
   CURLcode result;
-  int too_large, oom;
+  int too_large, oom;         /* too_large: 1 = the body, 2 = the header lines */
   size_t max_body;
   long timeout;                /* ms, for the safety deadline */
   double started;              /* monotonic seconds */
@@ -85,8 +88,12 @@ struct xs2a_session {
   CURLM *multi;                /* owned */
   xfer *xfers;                 /* owned list */
   lua_Integer next_id;
-  char *cert; size_t cert_len; /* owned, OPENSSL_clear_free: identity certificate chain (PEM) */
-  char *key; size_t key_len;   /* owned, OPENSSL_clear_free: identity private key (PEM) */
+  /* TLS objects parsed once per session and installed into each new
+   * connection's SSL_CTX by ssl_ctx_setup (up-referenced, freed on close) */
+  X509 *cert;                  /* identity certificate, NULL = none or cert_file mode */
+  STACK_OF(X509) *chain;       /* its extra certificates, may be NULL */
+  EVP_PKEY *key;               /* its private key (never exported as PEM) */
+  X509_STORE *store;           /* trust anchors: ca_file or the system store */
   char *cert_file, *key_file;  /* owned copies of paths (alternative to an identity) */
   char *ca_file;               /* owned copy of a path, NULL = system store */
   char *proxy;                 /* owned copy, NULL = no proxy at all */
@@ -114,6 +121,10 @@ static char *dupstr(const char *s) {
   return p;
 }
 
+/* Response bytes may carry tokens (an OAuth answer, a bank echoing the
+ * Authorization header): a buffer is wiped before its memory goes back to
+ * the allocator, also when it grows (no realloc, which would free the old
+ * block as it is). */
 static int membuf_add(membuf *b, const char *p, size_t n) {
   if (n > b->cap - b->len) {
     size_t cap = b->cap ? b->cap : 4096;
@@ -122,8 +133,13 @@ static int membuf_add(membuf *b, const char *p, size_t n) {
       if (cap > ((size_t)-1) / 2) return 0;
       cap *= 2;
     }
-    np = (char *)realloc(b->p, cap);
+    np = (char *)malloc(cap);
     if (np == NULL) return 0;
+    if (b->p != NULL) {
+      memcpy(np, b->p, b->len);
+      OPENSSL_cleanse(b->p, b->cap);
+      free(b->p);
+    }
     b->p = np;
     b->cap = cap;
   }
@@ -133,6 +149,7 @@ static int membuf_add(membuf *b, const char *p, size_t n) {
 }
 
 static void membuf_free(membuf *b) {
+  if (b->p != NULL) OPENSSL_cleanse(b->p, b->cap);
   free(b->p);
   b->p = NULL;
   b->len = b->cap = 0;
@@ -154,6 +171,28 @@ static int is_token(const char *s, size_t n) {
 /* ------------------------------------------------------------------ */
 /* libcurl callbacks: plain C, never touch Lua                         */
 
+/* CURLOPT_SSL_CTX_FUNCTION: called for each new connection, after
+ * libcurl set up its SSL_CTX and before the handshake. Installs the trust
+ * store and the identity that the session parsed once. */
+static CURLcode ssl_ctx_setup(CURL *curl, void *sslctx, void *ud) {
+  SSL_CTX *ctx = (SSL_CTX *)sslctx;
+  xs2a_session *s = (xs2a_session *)ud;
+  int i;
+  (void)curl;
+  SSL_CTX_set1_cert_store(ctx, s->store);
+#ifdef SSL_OP_CLEANSE_PLAINTEXT
+  /* wipe decrypted records (tokens) when OpenSSL releases its buffers */
+  SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT);
+#endif
+  if (s->cert != NULL) {
+    if (SSL_CTX_use_certificate(ctx, s->cert) != 1 || SSL_CTX_use_PrivateKey(ctx, s->key) != 1)
+      return CURLE_SSL_CERTPROBLEM;
+    for (i = 0; s->chain != NULL && i < sk_X509_num(s->chain); i++)
+      if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(s->chain, i)) != 1) return CURLE_SSL_CERTPROBLEM;
+  }
+  return CURLE_OK;
+}
+
 static size_t on_body(char *ptr, size_t size, size_t n, void *ud) {
   xfer *x = (xfer *)ud;
   size_t len = size * n;
@@ -167,7 +206,7 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
   size_t len = size * n;
   /* a status line starts a new response (after 1xx): keep only the last */
   if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) x->head.len = 0;
-  if (len > MAX_HEADER_BYTES - x->head.len) { x->too_large = 1; return 0; }
+  if (len > MAX_HEADER_BYTES - x->head.len) { x->too_large = 2; return 0; }
   if (!membuf_add(&x->head, ptr, len)) { x->oom = 1; return 0; }
   return len;
 }
@@ -330,18 +369,14 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
   curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-  if (s->ca_file != NULL) curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
-  if (s->cert != NULL) {
-    /* NOCOPY: the session owns the one copy of the key and wipes it on
-     * close; every easy handle is cleaned up before that */
-    struct curl_blob cb, kb;
-    cb.data = s->cert; cb.len = s->cert_len; cb.flags = CURL_BLOB_NOCOPY;
-    kb.data = s->key; kb.len = s->key_len; kb.flags = CURL_BLOB_NOCOPY;
-    curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cb);
-    curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
-    curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &kb);
-    curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
-  } else if (s->cert_file != NULL) {
+  /* The trust store and the identity are parsed once per session and
+   * installed by ssl_ctx_setup; libcurl loads no CA file or key itself
+   * (it would parse them again for every new connection). */
+  curl_easy_setopt(e, CURLOPT_CAINFO, NULL);
+  curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+  curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_setup);
+  curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, (void *)s);
+  if (s->cert_file != NULL) {
     curl_easy_setopt(e, CURLOPT_SSLCERT, s->cert_file);
     curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
     curl_easy_setopt(e, CURLOPT_SSLKEY, s->key_file != NULL ? s->key_file : s->cert_file);
@@ -465,26 +500,41 @@ static int cert_alert(const char *msg) {
          strstr(msg, "access denied") != NULL || strstr(msg, "handshake failure") != NULL;
 }
 
-static const char *error_code(xfer *x) {
+/* Whether any byte of the request may have left: libcurl counted request
+ * bytes as issued (CURLINFO_REQUEST_SIZE), or the transfer got past the
+ * connection phase (CURLINFO_PRETRANSFER_TIME, set just before the request
+ * is written). Only when both say no is the request surely unsent. */
+static int maybe_sent(xfer *x) {
+  long issued = 0;
   curl_off_t pre = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &issued);
+  curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+  return issued != 0 || pre != 0;
+}
+
+/* The code of a failed transfer. The codes resolve, connect, tls,
+ * client_cert and bad_request mean "never sent" to the Lua layer (which may
+ * then retry even a payment); they are given only when maybe_sent() says no
+ * request byte left, or (TLS 1.3) when the server's own alert says it
+ * refused the client certificate: the server then never processed the
+ * request. Anything else that failed after the request may have left is
+ * reported with a code that means "maybe sent". */
+static const char *error_code(xfer *x) {
+  int sent;
   if (x->too_large) return "too_large";
+  sent = maybe_sent(x);
   switch (x->result) {
-    case CURLE_OPERATION_TIMEDOUT:
-      /* no request byte left before the connection was up: say so, callers
-       * may retry anything that never reached the server */
-      curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
-      if (pre == 0) return "connect";
-      return "timeout";
-    case CURLE_COULDNT_CONNECT: return "connect";
-    case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return "resolve";
+    case CURLE_OPERATION_TIMEDOUT: return sent ? "timeout" : "connect";
+    case CURLE_COULDNT_CONNECT: return sent ? "recv" : "connect";
+    case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return sent ? "recv" : "resolve";
     case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE: case CURLE_SSL_CIPHER: case CURLE_SSL_ISSUER_ERROR:
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH: case CURLE_SSL_INVALIDCERTSTATUS:
     case CURLE_SSL_CRL_BADFILE: case CURLE_SSL_ENGINE_NOTFOUND:
     case CURLE_SSL_ENGINE_SETFAILED: case CURLE_SSL_ENGINE_INITFAILED:
     case CURLE_USE_SSL_FAILED:
-      return "tls";
-    case CURLE_SSL_CERTPROBLEM: return "client_cert";
+      return sent ? (cert_alert(x->errbuf) ? "tls" : "recv") : "tls";
+    case CURLE_SSL_CERTPROBLEM: return sent ? "recv" : "client_cert";
     case CURLE_FILESIZE_EXCEEDED: return "too_large";
     case CURLE_SEND_ERROR: return cert_alert(x->errbuf) ? "tls" : "send";
     case CURLE_RECV_ERROR: return cert_alert(x->errbuf) ? "tls" : "recv";
@@ -493,7 +543,9 @@ static const char *error_code(xfer *x) {
     case CURLE_BAD_CONTENT_ENCODING: case CURLE_HTTP3: case CURLE_QUIC_CONNECT_ERROR:
     case CURLE_TOO_MANY_REDIRECTS:
       return "protocol";
-    case CURLE_URL_MALFORMAT: case CURLE_UNSUPPORTED_PROTOCOL: return "bad_request";
+    /* before sending: a URL libcurl refuses; after: an answer that is not
+     * HTTP ("Received HTTP/0.9") */
+    case CURLE_URL_MALFORMAT: case CURLE_UNSUPPORTED_PROTOCOL: return sent ? "protocol" : "bad_request";
     default: return "other";
   }
 }
@@ -502,8 +554,11 @@ static const char *error_code(xfer *x) {
 static int push_error(lua_State *L, xfer *x) {
   const char *code = error_code(x);
   lua_pushnil(L);
-  if (x->too_large || x->result == CURLE_FILESIZE_EXCEEDED)
-    lua_pushfstring(L, "request: the response exceeds the size cap (%d bytes)", (int)x->max_body);
+  if (x->too_large == 2)
+    lua_pushfstring(L, "request: the response's header lines exceed their size cap (%d bytes)",
+                    MAX_HEADER_BYTES);
+  else if (x->too_large || x->result == CURLE_FILESIZE_EXCEEDED)
+    lua_pushfstring(L, "request: the response body exceeds the size cap (%d bytes)", (int)x->max_body);
   else if (x->oom)
     lua_pushliteral(L, "request: out of memory while reading the response");
   else if (x->errbuf[0] != '\0' && strcmp(x->errbuf, curl_easy_strerror(x->result)) != 0)
@@ -647,8 +702,10 @@ static void session_release(xs2a_session *s) {
   }
   if (s->multi != NULL) { curl_multi_cleanup(s->multi); s->multi = NULL; }
   if (s->share != NULL) { curl_share_cleanup(s->share); s->share = NULL; }
-  if (s->cert != NULL) { OPENSSL_clear_free(s->cert, s->cert_len); s->cert = NULL; }
-  if (s->key != NULL) { OPENSSL_clear_free(s->key, s->key_len); s->key = NULL; }
+  if (s->cert != NULL) { X509_free(s->cert); s->cert = NULL; }
+  if (s->chain != NULL) { sk_X509_pop_free(s->chain, X509_free); s->chain = NULL; }
+  if (s->key != NULL) { EVP_PKEY_free(s->key); s->key = NULL; }
+  if (s->store != NULL) { X509_STORE_free(s->store); s->store = NULL; }
   free(s->cert_file); s->cert_file = NULL;
   free(s->key_file); s->key_file = NULL;
   free(s->ca_file); s->ca_file = NULL;
@@ -688,6 +745,34 @@ static const char *opt_str(lua_State *L, int t, const char *name) {
   }
   lua_pop(L, 1);   /* the string stays alive in the opts table */
   return v;
+}
+
+/* up-references the identity's certificate, chain and key (they stay
+ * valid when the identity is closed) */
+static int take_identity(xs2a_session *s, xs2a_identity *id) {
+  X509 *cert = xs2a_identity_cert(id);
+  EVP_PKEY *key = xs2a_identity_key(id);
+  STACK_OF(X509) *chain = xs2a_identity_chain(id);
+  if (cert == NULL || key == NULL || !X509_up_ref(cert)) return 0;
+  s->cert = cert;
+  if (!EVP_PKEY_up_ref(key)) return 0;
+  s->key = key;
+  if (chain != NULL && (s->chain = X509_chain_up_ref(chain)) == NULL) return 0;
+  return 1;
+}
+
+/* the trust store of every connection: ca_file, or OpenSSL's default
+ * paths (the system store); libcurl's partial-chain and trusted-first
+ * behaviour is kept */
+static int make_store(xs2a_session *s) {
+  if ((s->store = X509_STORE_new()) == NULL) return 0;
+  if (s->ca_file != NULL) {
+    if (X509_STORE_load_file(s->store, s->ca_file) != 1) return 0;
+  } else if (X509_STORE_set_default_paths(s->store) != 1) {
+    return 0;
+  }
+  X509_STORE_set_flags(s->store, X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_TRUSTED_FIRST);
+  return 1;
 }
 
 static int readable(const char *path) {
@@ -755,9 +840,13 @@ static int session_new(lua_State *L) {
       (key_file != NULL && (s->key_file = dupstr(key_file)) == NULL) ||
       (proxy != NULL && (s->proxy = dupstr(proxy)) == NULL))
     goto oom;
-  if (id != NULL && !xs2a_identity_pem(id, &s->cert, &s->cert_len, &s->key, &s->key_len)) {
+  if (id != NULL && !take_identity(s, id)) {
     session_release(s);
-    return xs2a_pusherror(L, "http_session", "cannot export the identity for TLS", "client_cert");
+    return xs2a_pusherror(L, "http_session", "cannot take the identity for TLS", "client_cert");
+  }
+  if (!make_store(s)) {
+    session_release(s);
+    return xs2a_pusherror(L, "http_session", "cannot load the trust store (ca_file)", "tls");
   }
   if ((s->share = curl_share_init()) == NULL || (s->multi = curl_multi_init()) == NULL)
     goto oom;
@@ -765,6 +854,10 @@ static int session_new(lua_State *L) {
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
   curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  /* libcurl's default (4 x the transfers attached right now) shrinks the
+   * connection cache whenever parallel transfers finish, closing
+   * connections that the next batch must open again */
+  curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)MAX_CONNECTS);
   return 1;
 
 oom:

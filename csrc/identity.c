@@ -17,10 +17,18 @@
 #include <openssl/x509v3.h>
 #include "core.h"
 
+#define SIGN_SLOTS 6       /* sha256, sha384, sha512 x PKCS#1 v1.5 / PSS (EC: v1.5 slot) */
+
 struct xs2a_identity {
   X509 *cert;              /* owned; NULL = closed */
   EVP_PKEY *key;           /* owned */
   STACK_OF(X509) *chain;   /* owned, may be NULL (no extra certificates) */
+  /* Signing contexts made once per (hash, padding) and reused: EVP_PKEY_sign
+   * on an initialised EVP_PKEY_CTX can be called again and again, which saves
+   * the provider fetches of EVP_DigestSignInit on every signature. */
+  EVP_PKEY_CTX *sctx[SIGN_SLOTS];
+  EVP_MD *md[3];           /* fetched digests for the slots (EVP_sha256() and
+                              friends would be fetched again on every use) */
 };
 
 #define INPUT_LIMIT (4 * 1024 * 1024)   /* no credential file is this big */
@@ -278,6 +286,15 @@ static int load_p12(lua_State *L, const input *in, passctx *pc, xs2a_identity *i
 /* The userdata                                                        */
 
 static void identity_free(xs2a_identity *id) {
+  int i;
+  for (i = 0; i < SIGN_SLOTS; i++) {
+    EVP_PKEY_CTX_free(id->sctx[i]);
+    id->sctx[i] = NULL;
+  }
+  for (i = 0; i < 3; i++) {
+    EVP_MD_free(id->md[i]);
+    id->md[i] = NULL;
+  }
   if (id->cert != NULL) { X509_free(id->cert); id->cert = NULL; }
   if (id->key != NULL) { EVP_PKEY_free(id->key); id->key = NULL; }  /* clears key memory */
   if (id->chain != NULL) { sk_X509_pop_free(id->chain, X509_free); id->chain = NULL; }
@@ -291,6 +308,7 @@ xs2a_identity *xs2a_checkidentity(lua_State *L, int idx) {
 
 X509 *xs2a_identity_cert(xs2a_identity *id) { return id->cert; }
 EVP_PKEY *xs2a_identity_key(xs2a_identity *id) { return id->key; }
+STACK_OF(X509) *xs2a_identity_chain(xs2a_identity *id) { return id->chain; }
 
 static int bio_take(BIO *b, char **out, size_t *out_len) {
   char *p;
@@ -376,9 +394,7 @@ static int identity_new(lua_State *L) {
   pc.asked = 0;
 
   id = (xs2a_identity *)lua_newuserdatauv(L, sizeof *id, 0);
-  id->cert = NULL;
-  id->key = NULL;
-  id->chain = NULL;                   /* closed: safe to collect from here on */
+  memset(id, 0, sizeof *id);          /* closed: safe to collect from here on */
   luaL_setmetatable(L, XS2A_IDENTITY);
 
   if (p12_s != NULL) {
@@ -504,23 +520,39 @@ static void push_time(lua_State *L, const ASN1_TIME *t) {
   lua_pushinteger(L, (lua_Integer)secs);
 }
 
-/* DER walking with bounds checks; content is [*p, *p + *len). */
-static int der_get(const unsigned char **p, const unsigned char *end, int want_tag,
-                   const unsigned char **content, long *len) {
+/* Strict DER walking with bounds checks: one identifier byte (universal or
+ * context class, tag < 31), a definite length in its shortest form (long form
+ * of at most 4 bytes), contents inside [*p, end). Sets the identifier byte and
+ * the contents [*content, *content + *len); advances *p past the element. */
+static int der_next(const unsigned char **p, const unsigned char *end, int *ident,
+                    const unsigned char **content, long *len) {
   const unsigned char *q = *p;
-  long l;
-  int tag, cls, r;
-  if (q >= end) return 0;
-  r = ASN1_get_object(&q, &l, &tag, &cls, (long)(end - q));
-  if ((r & 0x80) || r == 0x21 || cls != V_ASN1_UNIVERSAL || l < 0 || l > end - q) {
-    ERR_clear_error();
-    return 0;
+  unsigned long l;
+  int n;
+  if (end - q < 2 || (q[0] & 0x1f) == 0x1f) return 0;
+  *ident = q[0];
+  l = q[1];
+  q += 2;
+  if (l & 0x80) {
+    n = (int)(l & 0x7f);
+    if (n == 0 || n > 4 || end - q < n || q[0] == 0) return 0;   /* indefinite, huge, padded */
+    for (l = 0; n > 0; n--) l = (l << 8) | *q++;
+    if (l < 0x80) return 0;                                      /* long form for a short length */
   }
-  if (want_tag >= 0 && tag != want_tag) return 0;
+  if (l > (unsigned long)(end - q)) return 0;
   *content = q;
-  *len = l;
+  *len = (long)l;
   *p = q + l;
   return 1;
+}
+
+/* the next element, which must be the universal tag want_tag (constructed for
+ * SEQUENCE/SET, primitive otherwise) */
+static int der_get(const unsigned char **p, const unsigned char *end, int want_tag,
+                   const unsigned char **content, long *len) {
+  int ident, cons = want_tag == V_ASN1_SEQUENCE || want_tag == V_ASN1_SET;
+  if (!der_next(p, end, &ident, content, len)) return 0;
+  return ident == (want_tag | (cons ? V_ASN1_CONSTRUCTED : 0));
 }
 
 /* 0.4.0.19495.2 (id-etsi-psd2-qcStatement) and the role arc 0.4.0.19495.1 */
@@ -534,88 +566,108 @@ static int is_text_tag(int tag) {
 
 static int der_text(const unsigned char **p, const unsigned char *end,
                     const unsigned char **s, long *len) {
-  const unsigned char *q = *p;
-  long l;
-  int tag, cls, r;
-  if (q >= end) return 0;
-  r = ASN1_get_object(&q, &l, &tag, &cls, (long)(end - q));
-  if ((r & 0x80) || r == 0x21 || (r & V_ASN1_CONSTRUCTED) || !is_text_tag(tag) ||
-      l < 0 || l > end - q) {
-    ERR_clear_error();
+  int ident;
+  return der_next(p, end, &ident, s, len) && is_text_tag(ident);
+}
+
+/* The role a RoleOfPSP OID names: 1..4 for 0.4.0.19495.1.1 .. .4, else 0. */
+static int role_of_oid(const unsigned char *oid, long len) {
+  if (len != (long)sizeof OID_PSD2_ROLE_ARC + 1 ||
+      memcmp(oid, OID_PSD2_ROLE_ARC, sizeof OID_PSD2_ROLE_ARC) != 0 ||
+      oid[len - 1] < 1 || oid[len - 1] > 4)
     return 0;
+  return oid[len - 1];
+}
+
+/* PSD2QcType ::= SEQUENCE { rolesOfPSP, nCAName, nCAId } in [p, end).
+ * ETSI TS 119 495 defines a role by its OID; roleOfPspName is only a label, so
+ * it is never read: a name that disagrees with its OID changes nothing.
+ * Unknown OIDs are skipped, a repeated role counts once; order[] gets the
+ * roles (1..4) in certificate order, 0-terminated. Returns 0 when the
+ * structure is malformed (then the caller reports no roles at all). */
+static int parse_psd2(const unsigned char *p, const unsigned char *end, int order[5],
+                      const unsigned char **nca_name, long *nca_name_len,
+                      const unsigned char **nca_id, long *nca_id_len) {
+  const unsigned char *t, *t_end, *r, *r_end, *roid, *s;
+  long tl, rl, roid_len, sl;
+  int n = 0, k, role;
+  if (!der_get(&p, end, V_ASN1_SEQUENCE, &t, &tl)) return 0;
+  t_end = t + tl;
+  if (!der_get(&t, t_end, V_ASN1_SEQUENCE, &r, &rl)) return 0;
+  r_end = r + rl;
+  while (r < r_end) {                              /* RoleOfPSP ::= SEQUENCE { oid, name } */
+    const unsigned char *e, *e_end;
+    long el;
+    if (!der_get(&r, r_end, V_ASN1_SEQUENCE, &e, &el)) return 0;
+    e_end = e + el;
+    if (!der_get(&e, e_end, V_ASN1_OBJECT, &roid, &roid_len)) return 0;
+    if (e < e_end && !der_text(&e, e_end, &s, &sl)) return 0;   /* a name, if any, is text */
+    if (e != e_end) return 0;
+    if ((role = role_of_oid(roid, roid_len)) == 0) continue;
+    for (k = 0; k < n && order[k] != role; k++) {}
+    if (k == n) order[n++] = role;               /* n <= 4: four distinct roles */
   }
-  *s = q;
-  *len = l;
-  *p = q + l;
+  order[n] = 0;
+  *nca_name = *nca_id = NULL;
+  if (t < t_end) {
+    if (!der_text(&t, t_end, nca_name, nca_name_len)) return 0;
+    if (t < t_end && !der_text(&t, t_end, nca_id, nca_id_len)) return 0;
+  }
   return 1;
 }
 
-/* Sets info.roles (list, maybe empty), info.nca_name, info.nca_id from the
- * PSD2 QCStatement. Malformed data just yields no roles. Table at top. */
+/* Sets info.roles (list in certificate order, maybe empty), info.nca_name,
+ * info.nca_id from the PSD2 QCStatement. Malformed data yields no roles and
+ * no NCA. Table at top. */
 static void push_psd2(lua_State *L, X509 *cert) {
   ASN1_OBJECT *qcs = OBJ_txt2obj("1.3.6.1.5.5.7.1.3", 1);
   int idx = qcs != NULL ? X509_get_ext_by_OBJ(cert, qcs, -1) : -1;
-  const unsigned char *p, *end, *c, *stmt_end;
-  long len;
+  const unsigned char *p, *end, *c, *nca_name = NULL, *nca_id = NULL;
+  long len, nca_name_len = 0, nca_id_len = 0;
+  int order[5] = {0, 0, 0, 0, 0}, found = 0, i;
   ASN1_OBJECT_free(qcs);
-  lua_newtable(L);                                 /* info, roles */
-  if (idx < 0) goto done;
-  {
+  ERR_clear_error();
+  if (idx >= 0 && X509_get_ext_by_OBJ(cert, X509_EXTENSION_get_object(X509_get_ext(cert, idx)), idx) < 0) {
     ASN1_OCTET_STRING *os = X509_EXTENSION_get_data(X509_get_ext(cert, idx));
     p = ASN1_STRING_get0_data(os);
     end = p + ASN1_STRING_length(os);
-  }
-  if (!der_get(&p, end, V_ASN1_SEQUENCE, &c, &len)) goto done;
-  p = c;
-  end = c + len;
-  while (p < end) {                                /* each QCStatement */
-    const unsigned char *oid, *q;
-    long oid_len;
-    if (!der_get(&p, end, V_ASN1_SEQUENCE, &c, &len)) goto done;
-    q = c;
-    stmt_end = c + len;
-    if (!der_get(&q, stmt_end, V_ASN1_OBJECT, &oid, &oid_len)) goto done;
-    if (oid_len != (long)sizeof OID_PSD2_STATEMENT ||
-        memcmp(oid, OID_PSD2_STATEMENT, sizeof OID_PSD2_STATEMENT) != 0)
-      continue;
-    /* PSD2QcType ::= SEQUENCE { rolesOfPSP, nCAName, nCAId } */
-    {
-      const unsigned char *t, *t_end, *roles, *roles_end, *s;
-      long tl, sl;
-      int n = 0;
-      if (!der_get(&q, stmt_end, V_ASN1_SEQUENCE, &t, &tl)) goto done;
-      t_end = t + tl;
-      if (!der_get(&t, t_end, V_ASN1_SEQUENCE, &roles, &tl)) goto done;
-      roles_end = roles + tl;
-      while (roles < roles_end) {                  /* RoleOfPSP ::= SEQUENCE { oid, name } */
-        const unsigned char *r, *r_end, *roid;
-        long rl, roid_len;
-        if (!der_get(&roles, roles_end, V_ASN1_SEQUENCE, &r, &rl)) goto done;
-        r_end = r + rl;
-        if (!der_get(&r, r_end, V_ASN1_OBJECT, &roid, &roid_len)) goto done;
-        if (der_text(&r, r_end, &s, &sl) && sl > 0) {
-          lua_pushlstring(L, (const char *)s, (size_t)sl);
-        } else if (roid_len == (long)sizeof OID_PSD2_ROLE_ARC + 1 &&
-                   memcmp(roid, OID_PSD2_ROLE_ARC, sizeof OID_PSD2_ROLE_ARC) == 0 &&
-                   roid[roid_len - 1] >= 1 && roid[roid_len - 1] <= 4) {
-          lua_pushstring(L, ROLE_BY_OID[roid[roid_len - 1]]);
-        } else {
+    if (der_get(&p, end, V_ASN1_SEQUENCE, &c, &len) && p == end) {
+      p = c;
+      end = c + len;
+      while (p < end) {                            /* each QCStatement */
+        const unsigned char *oid, *q, *stmt_end;
+        long oid_len;
+        if (!der_get(&p, end, V_ASN1_SEQUENCE, &c, &len)) { found = 0; break; }
+        q = c;
+        stmt_end = c + len;
+        if (!der_get(&q, stmt_end, V_ASN1_OBJECT, &oid, &oid_len)) { found = 0; break; }
+        if (oid_len != (long)sizeof OID_PSD2_STATEMENT ||
+            memcmp(oid, OID_PSD2_STATEMENT, sizeof OID_PSD2_STATEMENT) != 0)
           continue;
+        if (found ||                               /* a second PSD2 statement: ambiguous */
+            !parse_psd2(q, stmt_end, order, &nca_name, &nca_name_len, &nca_id, &nca_id_len)) {
+          found = 0;
+          break;
         }
-        lua_rawseti(L, -2, ++n);
-      }
-      if (der_text(&t, t_end, &s, &sl)) {
-        lua_pushlstring(L, (const char *)s, (size_t)sl);
-        lua_setfield(L, -3, "nca_name");
-        if (der_text(&t, t_end, &s, &sl)) {
-          lua_pushlstring(L, (const char *)s, (size_t)sl);
-          lua_setfield(L, -3, "nca_id");
-        }
+        found = 1;
       }
     }
-    break;
   }
-done:
+  lua_newtable(L);                                 /* info, roles */
+  if (found) {
+    for (i = 0; order[i] != 0; i++) {
+      lua_pushstring(L, ROLE_BY_OID[order[i]]);
+      lua_rawseti(L, -2, i + 1);
+    }
+    if (nca_name != NULL) {
+      lua_pushlstring(L, (const char *)nca_name, (size_t)nca_name_len);
+      lua_setfield(L, -3, "nca_name");
+    }
+    if (nca_id != NULL) {
+      lua_pushlstring(L, (const char *)nca_id, (size_t)nca_id_len);
+      lua_setfield(L, -3, "nca_id");
+    }
+  }
   lua_setfield(L, -2, "roles");                    /* info */
 }
 
@@ -719,54 +771,97 @@ size_t xs2a_ec_halfsize(const EVP_PKEY *key) {
   return ((size_t)EVP_PKEY_bits(key) + 7) / 8;
 }
 
+/* the digest of a slot, fetched once per identity (not per process: the
+ * core may be unloaded with its Lua state, and a static cache would leak) */
+static const EVP_MD *fetched_md(xs2a_identity *id, int slot) {
+  static const char *const names[3] = {"SHA2-256", "SHA2-384", "SHA2-512"};
+  if (id->md[slot] == NULL) id->md[slot] = EVP_MD_fetch(NULL, names[slot], NULL);
+  return id->md[slot];
+}
+
+static int md_slot(const EVP_MD *md) {
+  switch (EVP_MD_get_type(md)) {
+    case NID_sha256: return 0;
+    case NID_sha384: return 1;
+    case NID_sha512: return 2;
+    default: return -1;
+  }
+}
+
+/* the reusable signing context for (md, pss); NULL on failure (error queued) */
+static EVP_PKEY_CTX *sign_ctx(xs2a_identity *id, int slot, int pss, int is_ec) {
+  EVP_PKEY_CTX *c;
+  int i = slot * 2 + pss;
+  if (id->sctx[i] != NULL) return id->sctx[i];
+  if ((c = EVP_PKEY_CTX_new(id->key, NULL)) == NULL) return NULL;
+  if (EVP_PKEY_sign_init(c) <= 0 || EVP_PKEY_CTX_set_signature_md(c, fetched_md(id, slot)) <= 0 ||
+      (!is_ec && EVP_PKEY_CTX_set_rsa_padding(c, pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) <= 0) ||
+      (pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(c, RSA_PSS_SALTLEN_DIGEST) <= 0)) {
+    EVP_PKEY_CTX_free(c);
+    return NULL;
+  }
+  return id->sctx[i] = c;
+}
+
+/* Signs data with the identity's key into sig (size *siglen in, length out).
+ * 1 on success; 0 with the OpenSSL error queued. Shared with the HSM code. */
+int xs2a_identity_sign_raw(xs2a_identity *id, const xs2a_sigopts *o,
+                           const unsigned char *data, size_t len,
+                           unsigned char *sig, size_t *siglen) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  int slot = md_slot((const EVP_MD *)o->md);
+  int is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
+  EVP_PKEY_CTX *c;
+  if (slot < 0 || fetched_md(id, slot) == NULL) return 0;
+  if ((c = sign_ctx(id, slot, o->pss, is_ec)) == NULL) return 0;
+  if (!EVP_Digest(data, len, md, &mdlen, fetched_md(id, slot), NULL)) return 0;
+  return EVP_PKEY_sign(c, sig, siglen, md, mdlen) > 0;
+}
+
+#define SIG_MAX 1024       /* RSA up to 8192 bits; ECDSA DER is far smaller */
+
 /* identity:sign(data, {hash=, padding=, ec_format=}) -> signature bytes | nil, err */
 static int identity_sign(lua_State *L) {
   xs2a_identity *id = xs2a_checkidentity(L, 1);
-  size_t len, siglen = 0;
+  size_t len, siglen = SIG_MAX;
   const char *data = luaL_checklstring(L, 2, &len);
   int is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
   xs2a_sigopts o;
-  EVP_MD_CTX *ctx = NULL;
-  EVP_PKEY_CTX *pctx = NULL;
-  unsigned char *sig = NULL;
-  int ok = 0;
+  unsigned char sig[SIG_MAX];
   xs2a_checksigopts(L, 3, &o);
   if (o.pss && is_ec) return luaL_argerror(L, 3, "padding 'pss' needs an RSA key");
   ERR_clear_error();
-  if ((ctx = EVP_MD_CTX_new()) == NULL) goto cleanup;
-  if (EVP_DigestSignInit(ctx, &pctx, (const EVP_MD *)o.md, NULL, id->key) != 1) goto cleanup;
-  if (!is_ec) {
-    if (EVP_PKEY_CTX_set_rsa_padding(pctx, o.pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) <= 0)
-      goto cleanup;
-    if (o.pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0)
-      goto cleanup;
-  }
-  if (EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)data, len) != 1) goto cleanup;
-  if ((sig = OPENSSL_malloc(siglen)) == NULL) goto cleanup;
-  if (EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)data, len) != 1) goto cleanup;
-  ok = 1;
-cleanup:
-  EVP_MD_CTX_free(ctx);
-  if (!ok) {
-    OPENSSL_free(sig);
+  if (EVP_PKEY_get_size(id->key) > SIG_MAX)
+    return xs2a_pusherror(L, "identity.sign", "key too large", "unsupported");
+  if (!xs2a_identity_sign_raw(id, &o, (const unsigned char *)data, len, sig, &siglen))
     return xs2a_pushsslerror(L, "identity.sign");
-  }
   if (is_ec && o.ec_raw) {
     size_t half = xs2a_ec_halfsize(id->key);
     unsigned char raw[2 * 66];
-    if (half == 0 || half > 66 || !xs2a_ec_der2raw(sig, siglen, half, raw)) {
-      OPENSSL_free(sig);
+    if (half == 0 || half > 66 || !xs2a_ec_der2raw(sig, siglen, half, raw))
       return xs2a_pushsslerror(L, "identity.sign");
-    }
     lua_pushlstring(L, (const char *)raw, 2 * half);
   } else {
     lua_pushlstring(L, (const char *)sig, siglen);
   }
-  OPENSSL_free(sig);
   return 1;
 }
 
-/* The private key as unencrypted PEM, only for ngx.ssl.parse_pem_priv_key. */
+/* identity:_pkey_handle() -> lightuserdata EVP_PKEY* with its own reference.
+ * Internal, for the ngx transport only: it wraps the pointer with LuaJIT's
+ * ffi (ffi.gc(ffi.cast("void *", h), EVP_PKEY_free)) and hands it to
+ * tcpsock:setclientcert as the pkey cdata. The key never leaves OpenSSL as
+ * bytes; the caller owns one reference and must release it exactly once. */
+static int identity_pkey_handle(lua_State *L) {
+  xs2a_identity *id = xs2a_checkidentity(L, 1);
+  if (EVP_PKEY_up_ref(id->key) != 1) return xs2a_pushsslerror(L, "identity._pkey_handle");
+  lua_pushlightuserdata(L, id->key);
+  return 1;
+}
+
+/* The private key as unencrypted PEM. Kept only until the ngx transport uses
+ * _pkey_handle (issue 8 hole 5c); then it goes. */
 static int identity_export_key_pem(lua_State *L) {
   xs2a_identity *id = xs2a_checkidentity(L, 1);
   char *key = NULL;
@@ -817,6 +912,7 @@ static const luaL_Reg identity_methods[] = {
   {"cert_pem", identity_cert_pem},
   {"chain_der", identity_chain_der},
   {"sign", identity_sign},
+  {"_pkey_handle", identity_pkey_handle},
   {"export_key_pem", identity_export_key_pem},
   {"close", identity_close},
   {NULL, NULL}

@@ -89,6 +89,12 @@ for _ = 1, ROUNDS do
   assert(sign.verify_jws(res, { cert = read(pki .. "qseal.pem") }))
   assert(core.cert_issued_by(read(pki .. "qwac.pem"), ca))
   assert(not core.cert_issued_by(read(pki .. "qwac-foreign.pem"), ca))
+  assert(core.cert_verify(read(pki .. "aspsp-seal.pem"),
+    { anchors = { ca }, organization_identifier = "PSDLT-BOL-ASPSP1" }))
+  assert(not core.cert_verify(read(pki .. "qseal.pem"),
+    { anchors = ca, chain = { ca }, organization_identifier = "X" }))
+  assert(not core.cert_verify(read(pki .. "qwac-expired.pem"), { anchors = ca .. ca }))
+  assert(not core.cert_verify("junk", { anchors = "junk" }))
   local mac = sign.mac{ id = "c", key = "k" }
   assert(mac:sign{ method = "POST", url = "https://h.example/x", body = "b" })
 

@@ -2,6 +2,7 @@
 local core = require "xs2a.core"
 local crypto = require "xs2a.crypto"
 local helper = require "helper"
+local cli = require "core.openssl_cli"
 local V = dofile("spec/fixtures/vectors.lua")
 
 describe("xs2a.core crypto", function()
@@ -144,6 +145,114 @@ describe("xs2a.core crypto", function()
       assert.is_false(ok)
       assert.is_string(why)
       assert.is_false((core.cert_issued_by("junk", ca)))
+    end)
+
+    it("checks the validity dates: an expired certificate of the right CA is refused", function()
+      local ca = helper.read(helper.pki("ca.pem"))
+      local ok, why = core.cert_issued_by(helper.read(helper.pki("qwac-expired.pem")), ca)
+      assert.is_false(ok)
+      assert.equal("cert_issued_by: certificate not trusted: certificate has expired", why)
+    end)
+  end)
+
+  describe("cert_verify()", function()
+    local read, pki = helper.read, helper.pki
+    local ca, seal, tpp_seal = read(pki("ca.pem")), read(pki("aspsp-seal.pem")), read(pki("qseal.pem"))
+    local chain                 -- root -> intermediate -> leaf, made by the openssl CLI
+
+    setup(function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir -p " .. cli.quote(dir)))
+      local function f(n) return cli.quote(dir .. "/" .. n) end
+      cli.write(dir .. "/ca.ext", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n")
+      cli.write(dir .. "/leaf.ext", "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n")
+      local ec = " -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+      cli.run("req -x509" .. ec .. "-subj /CN=chain-root -days 2 -addext basicConstraints=critical,CA:TRUE"
+        .. " -addext keyUsage=critical,keyCertSign -keyout " .. f("root.key") .. " -out " .. f("root.pem"))
+      cli.run("req -new" .. ec .. "-subj /CN=chain-int -keyout " .. f("int.key") .. " -out " .. f("int.csr"))
+      cli.run("x509 -req -in " .. f("int.csr") .. " -CA " .. f("root.pem") .. " -CAkey " .. f("root.key")
+        .. " -CAcreateserial -days 2 -extfile " .. f("ca.ext") .. " -out " .. f("int.pem"))
+      cli.run("req -new" .. ec .. "-subj /CN=chain-leaf/organizationIdentifier=PSDXX-BANK-1 -keyout "
+        .. f("leaf.key") .. " -out " .. f("leaf.csr"))
+      cli.run("x509 -req -in " .. f("leaf.csr") .. " -CA " .. f("int.pem") .. " -CAkey " .. f("int.key")
+        .. " -CAcreateserial -days 2 -extfile " .. f("leaf.ext") .. " -out " .. f("leaf.pem"))
+      chain = { root = read(dir .. "/root.pem"), int = read(dir .. "/int.pem"), leaf = read(dir .. "/leaf.pem") }
+      os.execute("rm -rf " .. cli.quote(dir))
+    end)
+
+    it("fails closed without a trust anchor", function()
+      local ok, why = core.cert_verify(seal, {})
+      assert.is_false(ok)
+      assert.equal("cert_verify: no trust anchor configured", why)
+      assert.is_false((core.cert_verify(seal, { anchors = {} })))
+      assert.is_false((core.cert_verify(seal, { anchors = "not a certificate" })))
+      assert.is_false((core.cert_verify("junk", { anchors = ca })))
+    end)
+
+    it("trusts a certificate of the anchor CA, refuses a foreign one", function()
+      assert.is_true(core.cert_verify(seal, { anchors = ca }))
+      assert.is_true(core.cert_verify(seal, { anchors = { read(pki("foreign-ca.pem")), ca } }))
+      local ok, why = core.cert_verify(read(pki("qwac-foreign.pem")), { anchors = ca })
+      assert.is_false(ok)
+      assert.matches("^cert_verify: certificate not trusted: ", why)
+    end)
+
+    it("pins to the bank by organisation identifier: the TPP's own seal of the same CA is refused", function()
+      assert.is_true(core.cert_verify(seal, { anchors = ca, organization_identifier = "PSDLT-BOL-ASPSP1" }))
+      local ok, why = core.cert_verify(tpp_seal, { anchors = ca, organization_identifier = "PSDLT-BOL-ASPSP1" })
+      assert.is_false(ok)
+      assert.equal("cert_verify: certificate is not the pinned organisation's", why)
+      assert.is_false((core.cert_verify(seal, { anchors = ca, organization_identifier = "PSDLT-BOL-ASPSP" })))
+    end)
+
+    it("pins to the bank by its own certificate (as anchor, or by fingerprint)", function()
+      assert.is_true(core.cert_verify(seal, { anchors = seal }))
+      assert.is_false((core.cert_verify(tpp_seal, { anchors = seal })))
+      local fp = assert(core.cert_info(seal)).fingerprint
+      assert.is_true(core.cert_verify(seal, { anchors = ca, fingerprint = fp:upper() }))
+      local ok, why = core.cert_verify(tpp_seal, { anchors = ca, fingerprint = fp })
+      assert.is_false(ok)
+      assert.equal("cert_verify: certificate is not the pinned certificate", why)
+    end)
+
+    it("checks validity dates, now or at a given time", function()
+      local ok, why = core.cert_verify(read(pki("qwac-expired.pem")), { anchors = ca })
+      assert.is_false(ok)
+      assert.equal("cert_verify: certificate not trusted: certificate has expired", why)
+      local info = assert(core.cert_info(seal))
+      assert.is_true(core.cert_verify(seal, { anchors = ca, at = info.not_before + 60 }))
+      ok, why = core.cert_verify(seal, { anchors = ca, at = info.not_after + 1 })
+      assert.is_false(ok)
+      assert.matches("has expired", why)
+      ok, why = core.cert_verify(seal, { anchors = ca, at = info.not_before - 3600 })
+      assert.is_false(ok)
+      assert.matches("not yet valid", why)
+      -- a path through an intermediate: dates are checked along it
+      ok, why = core.cert_verify(chain.leaf, { anchors = chain.root, chain = { chain.int },
+        at = os.time() + 5 * 86400 })
+      assert.is_false(ok)
+      assert.matches("has expired", why)
+    end)
+
+    it("builds the path through untrusted intermediates, and only through them", function()
+      assert.is_true(core.cert_verify(chain.leaf, { anchors = chain.root, chain = { chain.int } }))
+      assert.is_true(core.cert_verify(chain.leaf, { anchors = chain.root, chain = chain.int }))
+      local ok, why = core.cert_verify(chain.leaf, { anchors = chain.root })
+      assert.is_false(ok)
+      assert.matches("unable to get local issuer certificate", why)
+      assert.is_true(core.cert_verify(chain.leaf, { anchors = chain.int }))            -- partial chain
+      assert.is_true(core.cert_verify(chain.leaf, { anchors = chain.root, chain = { chain.int },
+        organization_identifier = "PSDXX-BANK-1" }))
+      assert.is_false((core.cert_verify(chain.leaf, { anchors = ca, chain = { chain.int } })))
+      -- an intermediate is not an anchor just because the caller passed it along
+      assert.is_false((core.cert_verify(chain.int, { anchors = ca, chain = { chain.root } })))
+    end)
+
+    it("raises on option values of the wrong type", function()
+      assert.has_error(function() core.cert_verify(seal) end)
+      assert.has_error(function() core.cert_verify(seal, { anchors = ca, organization_identifier = 1 }) end)
+      assert.has_error(function() core.cert_verify(seal, { anchors = ca, at = "now" }) end)
     end)
   end)
 end)

@@ -294,6 +294,27 @@ describe("xs2a.core.identity", function()
       assert.equal(pem, (core.identity{ cert = id:cert_der(), key = pki("qseal.key") }):cert_pem())
     end)
 
+    it("_pkey_handle gives the ngx transport its own reference to the key, never key bytes", function()
+      local id = assert(load("qseal-ec"))
+      local h = id:_pkey_handle()
+      assert.equal("userdata", type(h))
+      assert.is_nil(getmetatable(h))          -- a bare pointer: nothing to print or serialise
+      if not jit then return end              -- only LuaJIT's ffi (nginx) can take it
+      local ffi = require "ffi"
+      pcall(ffi.cdef, [[
+        int EVP_PKEY_get_bits(const void *pkey);
+        int EVP_PKEY_get_base_id(const void *pkey);
+        void EVP_PKEY_free(void *pkey);
+      ]])
+      local crypto = ffi.load("crypto")
+      local key = ffi.gc(ffi.cast("void *", h), crypto.EVP_PKEY_free)
+      id:close()                              -- the handle holds its own reference
+      collectgarbage()
+      assert.equal(256, crypto.EVP_PKEY_get_bits(key))
+      assert.equal(408, crypto.EVP_PKEY_get_base_id(key))   -- NID_X9_62_id_ecPublicKey
+      assert.has_error(function() id:_pkey_handle() end, "identity is closed")
+    end)
+
     it("exports the key as PEM that loads again", function()
       local id = assert(load("qseal-ec"))
       local keypem = id:export_key_pem()

@@ -68,7 +68,9 @@ end
 
 --- Starts a private sandbox.
 -- @param opts { faults = bool, workers = n, config = table (merged over the
---   defaults at start), port = n (fixed; default random 20000-60000) }
+--   defaults at start), port = n (fixed; default random 20000-60000),
+--   separate_as = true (the OAuth authorization server on two origins of
+--   its own: `as_url` and its mutual-TLS aliases at `as_mtls_url`) }
 -- @return instance (raises on failure)
 function M.start(opts)
   opts = opts or {}
@@ -86,11 +88,16 @@ function M.start(opts)
     args[#args + 1] = "--config " .. shell_quote(cfg_file)
   end
   local base = table.concat(args, " ")
-  local port, out
+  local port, out, as_port, as_mtls_port
   for _ = 1, 10 do
     port = opts.port or random_port()
+    local extra = ""
+    if opts.separate_as then
+      as_port, as_mtls_port = random_port(), random_port()
+      extra = " --as-port " .. as_port .. " --as-mtls-port " .. as_mtls_port
+    end
     local started
-    started, out = run(base .. " --port " .. port)
+    started, out = run(base .. " --port " .. port .. extra)
     if started then break end
     port = nil
     if opts.port or not out:find("Address already in use", 1, true) then break end
@@ -111,6 +118,8 @@ function M.start(opts)
     pki = pki_dir(),
     prefix = dir,
     faults = opts.faults and true or false,
+    as_url = as_port and ("https://127.0.0.1:" .. as_port) or nil,
+    as_mtls_url = as_mtls_port and ("https://127.0.0.1:" .. as_mtls_port) or nil,
   }, Sandbox)
   live[sb] = true
   -- watchdog: stops this nginx if the Lua process dies without stopping it

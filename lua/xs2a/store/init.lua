@@ -2,6 +2,8 @@
 -- contract in docs/INTERNALS.md).
 --
 --     xs2a.store.memory()            -- one process
+--     xs2a.store.file(dir)           -- files in a 0700 directory: one host,
+--                                    -- several processes, survives restarts
 --     xs2a.store.shdict("xs2a")      -- nginx lua_shared_dict (OpenResty)
 --     xs2a.store.redis{ host = "10.0.0.5", port = 6379 }
 --                                    -- Redis: several hosts share tokens and
@@ -12,6 +14,12 @@ local _M = {}
 --- A new in-memory store.
 function _M.memory(opts)
   return require("xs2a.store.memory").new(opts)
+end
+
+--- A store in the directory `dir` (see `xs2a.store.file`).
+-- @return store, or nil and err
+function _M.file(dir, opts)
+  return require("xs2a.store.file").new(dir, opts)
 end
 
 --- A store over the nginx shared dict `name` (inside OpenResty only).

@@ -123,6 +123,15 @@ local function get_headers()
   return h
 end
 
+-- Which of the server's origins took the request: "bank", or the OAuth
+-- authorization server's own "as" / "as_mtls" (--as-port, --as-mtls-port).
+local function listener()
+  local p = tonumber(ngx.var.server_port)
+  if p and p == settings.as_port then return "as" end
+  if p and p == settings.as_mtls_port then return "as_mtls" end
+  return "bank"
+end
+
 --- Builds the request context for a path under a variant root.
 local function build_ctx(variant, path)
   local headers = get_headers()
@@ -142,6 +151,12 @@ local function build_ctx(variant, path)
     request_id = headers["x-request-id"],
     request_uri = ngx.var.request_uri,
     port = settings.port,
+    listener = listener(),
+    ports = {
+      bank = settings.port,
+      as = (settings.as_port or 0) > 0 and settings.as_port or nil,
+      as_mtls = (settings.as_mtls_port or 0) > 0 and settings.as_mtls_port or nil,
+    },
   }
   ctx.platform_test_routes = ctx.cfg.platform_test_routes == true
   return ctx
@@ -201,10 +216,10 @@ local function mtls_checks(ctx, route, cert_error)
     if s == route.service then required = true end
   end
   if required then
-    status, code, detail = require("sandbox.sig").verify(ctx, route)
+    status, code, detail = require("sandbox.sig").verify(ctx, route, settings)
     if status then return status, code, detail end
   end
-  return nil
+  return checks.policy(ctx, route)
 end
 
 -- Routes for the platform's own specs, served only while the configuration
@@ -230,6 +245,14 @@ local TEST_ROUTES = {
 
 local function routes_for(ctx)
   local routes = bank_routes()
+  if ctx.listener ~= "bank" then
+    -- the authorization server's own origins serve only its routes
+    local own = {}
+    for _, r in ipairs(routes) do
+      if r.listeners and r.listeners[ctx.listener] then own[#own + 1] = r end
+    end
+    return own
+  end
   if not ctx.platform_test_routes then return routes end
   local all = {}
   for _, r in ipairs(TEST_ROUTES) do all[#all + 1] = r end
@@ -339,6 +362,7 @@ function _M.handle(cert_error)
   ensure_seeded()
   local ctx = build_ctx(variant, path == "" and "/" or path)
   ngx.ctx.sandbox = ctx
+  if ctx.cfg.record then require("sandbox.recorder").record(ctx, settings) end
 
   local fault
   if settings.faults then

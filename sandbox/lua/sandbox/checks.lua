@@ -77,11 +77,79 @@ end
 
 local CERT_CODES = { missing = "CERTIFICATE_MISSING", expired = "CERTIFICATE_EXPIRED", invalid = "CERTIFICATE_INVALID" }
 
---- Certificate check for an mTLS route.
+local function listed(list, value)
+  if type(list) ~= "table" or value == nil then return false end
+  for _, v in ipairs(list) do
+    if type(v) == "string" and v:lower() == tostring(value):lower() then return true end
+  end
+  return false
+end
+
+--- The configuration's revocation and block lists (`certificates.revoked`,
+-- `certificates.blocked`: serial numbers in hex or SHA-256 fingerprints in
+-- hex) applied to one certificate.
+-- @param cfg the variant's configuration
+-- @param serial hex serial (no leading zeros), fingerprint hex SHA-256
+-- @return nil when neither list names it, else status, code, detail
+function _M.listed_certificate(cfg, serial, fingerprint, what)
+  local lists = cfg.certificates or {}
+  what = what or "client certificate"
+  if listed(lists.revoked, serial) or listed(lists.revoked, fingerprint) then
+    return 401, "CERTIFICATE_REVOKED", "the " .. what .. " is revoked"
+  end
+  if listed(lists.blocked, serial) or listed(lists.blocked, fingerprint) then
+    return 401, "CERTIFICATE_BLOCKED", "the " .. what .. " is blocked"
+  end
+  return nil
+end
+
+--- Certificate check for an mTLS route: a valid QWAC that the revocation
+-- and block lists do not name.
 function _M.certificate(ctx, cert_error)
   local tpp, why, detail = _M.client_cert(cert_error)
   if not tpp then return 401, CERT_CODES[why], detail end
   ctx.tpp = tpp
+  if ctx.cfg then
+    local status, code, text = _M.listed_certificate(ctx.cfg, tpp.serial, tpp.fingerprint)
+    if status then return status, code, text end
+  end
+  return nil
+end
+
+local PRODUCT_PATH = "^/v1/[%w%-]*payments/([^/]+)"
+
+--- The bank's policy for a request that passed the platform checks, from
+-- the configuration:
+-- * `unsupported_parameters`: query parameters (or headers) the bank does
+--   not support -> 400 PARAMETER_NOT_SUPPORTED;
+-- * `corporate_ids`: when set, the only PSU-Corporate-ID values the bank
+--   knows -> 401 CORPORATE_ID_INVALID for others;
+-- * `blocked_services`: services ("AIS", "PIS", "PIIS") blocked for TPPs
+--   -> 403 SERVICE_BLOCKED;
+-- * `invalid_products`: payment products the bank knows but does not
+--   offer to TPPs -> 403 PRODUCT_INVALID.
+-- @return nil when allowed, else status, code, detail
+function _M.policy(ctx, route)
+  local cfg = ctx.cfg or {}
+  for _, name in ipairs(cfg.unsupported_parameters or {}) do
+    if ctx.args and ctx.args[name] ~= nil then
+      return 400, "PARAMETER_NOT_SUPPORTED", "query parameter " .. name .. " is not supported"
+    end
+    if ctx.headers[name:lower()] ~= nil then
+      return 400, "PARAMETER_NOT_SUPPORTED", "header " .. name .. " is not supported"
+    end
+  end
+  local corp = ctx.headers["psu-corporate-id"]
+  if corp ~= nil and type(cfg.corporate_ids) == "table" and not listed(cfg.corporate_ids, corp) then
+    return 401, "CORPORATE_ID_INVALID", "PSU-Corporate-ID is not known"
+  end
+  if route.service and listed(cfg.blocked_services, route.service) then
+    return 403, "SERVICE_BLOCKED", "the " .. route.service .. " service is blocked for this TPP"
+  end
+  local product = ctx.path and ctx.path:match(PRODUCT_PATH)
+  if product and listed(cfg.invalid_products, product) then
+    return 403, "PRODUCT_INVALID", "payment product " .. product .. " is not available to this TPP"
+  end
   return nil
 end
 

@@ -48,8 +48,10 @@ local function tlv(s, pos, limit)
     local n = l - 0x80
     if n > 4 then fail("length too long") end
     if p + n - 1 > limit then fail("truncated length") end
+    if byte(s, p) == 0 then fail("length not in its shortest form") end
     len = 0
     for i = 0, n - 1 do len = len * 256 + byte(s, p + i) end
+    if len < 0x80 then fail("length not in its shortest form") end
     p = p + n
   end
   local last = p + len - 1
@@ -166,6 +168,9 @@ _M.hex = hex
 
 -- PSD2 statement: SEQUENCE { rolesOfPSP SEQUENCE OF SEQUENCE { OID, UTF8String },
 --                           nCAName UTF8String, nCAId UTF8String }
+-- ETSI TS 119 495 defines a role by its OID; roleOfPspName is a label only and is
+-- never believed: a name that disagrees with its OID changes nothing. Unknown
+-- OIDs are skipped, a repeated role counts once; anything malformed fails.
 local function psd2_statement(s, a, b, out)
   local sa, sb = expect(s, a, b, 0x30, "PSD2 QcType")
   local ra, rb, p = expect(s, sa, sb, 0x30, "rolesOfPSP")
@@ -173,12 +178,16 @@ local function psd2_statement(s, a, b, out)
   while q <= rb do
     local ea, eb, nq = expect(s, q, rb, 0x30, "roleOfPSP")
     local oa, ob, p2 = expect(s, ea, eb, 0x06, "roleOfPspOid")
-    local role_oid = oid(s, oa, ob)
-    local ntag, na, nb = tlv(s, p2, eb)
-    local role = text(s, na, nb, ntag)
-    if role ~= "" then out.roles[role] = true end
-    if ROLE_OIDS[role_oid] then out.roles[ROLE_OIDS[role_oid]] = true end
-    out.role_list[#out.role_list + 1] = role
+    local role = ROLE_OIDS[oid(s, oa, ob)]
+    if p2 <= eb then
+      local ntag, na, nb, p3 = tlv(s, p2, eb)
+      text(s, na, nb, ntag)                     -- must be a string, but says nothing
+      if p3 <= eb then fail("roleOfPSP: trailing data") end
+    end
+    if role and not out.roles[role] then
+      out.roles[role] = true
+      out.role_list[#out.role_list + 1] = role
+    end
     q = nq
   end
   local ntag, na, nb, p3 = tlv(s, p, sb)
@@ -193,7 +202,8 @@ local function qc_statements(s, a, b, out)
   while p <= sb do
     local ea, eb, nxt = expect(s, p, sb, 0x30, "QCStatement")
     local oa, ob, p2 = expect(s, ea, eb, 0x06, "statementId")
-    if oid(s, oa, ob) == OID_PSD2 and p2 <= eb then
+    if oid(s, oa, ob) == OID_PSD2 then
+      if out.psd2 then fail("two PSD2 statements") end
       psd2_statement(s, p2, eb, out)
       out.psd2 = true
     end

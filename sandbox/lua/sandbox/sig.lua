@@ -25,10 +25,6 @@ local function missing(detail)
   return 401, "SIGNATURE_MISSING", detail
 end
 
-local function ca_pem()
-  return require("sandbox.app").settings.ca_pem or ""
-end
-
 --- Checks the Digest header against the body. `allowed` limits the
 -- algorithms (default SHA-256 and SHA-512).
 -- @return nil when it matches, else status, code, detail
@@ -100,15 +96,16 @@ local function name_key(rdns)
   return concat(out, "\n")
 end
 
--- Parses a signer certificate and checks it: chains to the test CA, valid
--- now, carries the role the service needs, belongs to the QWAC's TPP.
+-- Parses a signer certificate and checks it: chains to the test CA (the
+-- PEM text `ca_pem` the platform hands in), valid now, carries the role the
+-- service needs, belongs to the QWAC's TPP.
 -- @return info, pkey, key kind; or nil, detail
-local function signer_cert(ctx, route, der_bytes)
+local function signer_cert(ctx, route, der_bytes, ca_pem)
   local info, err = der.parse_cert(der_bytes)
   if not info then return nil, "the signing certificate cannot be read (" .. err .. ")" end
   local x, xerr = crypto.x509_from_der(der_bytes)
   if not x then return nil, "the signing certificate cannot be read (" .. xerr .. ")" end
-  local ok, reason = crypto.verify_chain(x, ca_pem())
+  local ok, reason = crypto.verify_chain(x, ca_pem or "")
   if not ok then return nil, "the signing certificate is not valid: " .. tostring(reason) end
   local need = SERVICE_ROLE[route.service]
   if need and not info.roles[need] then
@@ -186,7 +183,7 @@ local function signed_line(ctx, h, n)
   return n .. ": " .. v
 end
 
-local function verify_berlin(ctx, route)
+local function verify_berlin(ctx, route, ca_pem)
   local h = ctx.headers
   local sig_h, cert_h = h["signature"], h["tpp-signature-certificate"]
   if not sig_h or sig_h == "" then return missing("header Signature is missing") end
@@ -221,7 +218,7 @@ local function verify_berlin(ctx, route)
 
   local cert_der = b64decode_loose(cert_h)
   if not cert_der then return invalid("TPP-Signature-Certificate is not base64") end
-  local info, pkey, kind = signer_cert(ctx, route, cert_der)
+  local info, pkey, kind = signer_cert(ctx, route, cert_der, ca_pem)
   if not info then return invalid(pkey) end
 
   -- keyId: SN=<hex serial>,CA=<issuer DN>; a bare serial is accepted too
@@ -270,6 +267,9 @@ local JWS_ALGS = {
   ES256 = { "ec", "sha256", nil, 32 }, ES384 = { "ec", "sha384", nil, 48 }, ES512 = { "ec", "sha512", nil, 66 },
 }
 local KNOWN_CRIT = { b64 = true, sigT = true, sigD = true }
+-- headers the Georgian JWS rule covers when the request sends them (the
+-- psu-* headers are checked apart)
+local JWS_COVERED = { "host", "content-type", "content-length" }
 
 local function parse_sigt(s)
   if type(s) ~= "string" then return nil end
@@ -283,7 +283,7 @@ local function parse_sigt(s)
 end
 _M.parse_sigt = parse_sigt
 
-local function verify_jws(ctx, route)
+local function verify_jws(ctx, route, ca_pem)
   local h = ctx.headers
   local js = h["x-jws-signature"]
   if not js or js == "" then return missing("header x-jws-signature is missing") end
@@ -324,6 +324,14 @@ local function verify_jws(ctx, route)
   for _, need in ipairs{ "(request-target)", "x-request-id", "digest" } do
     if not listed[need] then return invalid("sigD.pars must include " .. need) end
   end
+  -- strict rule (xs2a-reference 4.2): every header of the covered set that
+  -- the request carries is signed; an unsigned Content-Length could be
+  -- changed on the way without breaking the signature
+  for _, name in ipairs(sc.jws_strict and JWS_COVERED or {}) do
+    if h[name] ~= nil and not listed[name] then
+      return invalid("sigD.pars must include " .. name .. " (the request sends it)")
+    end
+  end
   for name in pairs(h) do
     if sub(name, 1, 4) == "psu-" and not listed[name] then
       return invalid("sigD.pars must include " .. name)
@@ -336,7 +344,7 @@ local function verify_jws(ctx, route)
   if type(hdr.x5c) ~= "table" or type(hdr.x5c[1]) ~= "string" then return invalid("x5c is missing") end
   local cert_der = ngx.decode_base64(hdr.x5c[1]) or b64.decode_base64url(hdr.x5c[1])
   if not cert_der then return invalid("x5c[0] is not base64") end
-  local info, pkey, kind = signer_cert(ctx, route, cert_der)
+  local info, pkey, kind = signer_cert(ctx, route, cert_der, ca_pem)
   if not info then return invalid(pkey) end
   local key_kind = (kind == "rsa-pss") and "rsa" or kind
   if spec[1] ~= key_kind then return invalid("alg " .. hdr.alg .. " does not fit the certificate key") end
@@ -392,11 +400,14 @@ local function verify_mac(ctx)
 end
 
 --- Verifies the request signature with the variant's scheme.
+-- @param settings the platform's start settings (only `ca_pem`, the trust
+--   anchor for signing certificates, is read)
 -- @return nil when valid, else status, code, detail
-function _M.verify(ctx, route)
+function _M.verify(ctx, route, settings)
   local scheme = (ctx.cfg.signing or {}).scheme or "none"
-  if scheme == "berlin" then return verify_berlin(ctx, route) end
-  if scheme == "jws" then return verify_jws(ctx, route) end
+  local ca_pem = settings and settings.ca_pem
+  if scheme == "berlin" then return verify_berlin(ctx, route, ca_pem) end
+  if scheme == "jws" then return verify_jws(ctx, route, ca_pem) end
   if scheme == "mac" then return verify_mac(ctx, route) end
   if scheme == "none" then return nil end
   return 500, "INTERNAL_SERVER_ERROR", "unknown signing scheme " .. tostring(scheme)

@@ -26,11 +26,61 @@ local function token_key(prefix, token)
 end
 
 ---------------------------------------------------------------------------
--- metadata
+-- metadata and origins
+--
+-- By default the authorization server shares the bank's origin. When the
+-- sandbox was started with --as-port (and --as-mtls-port), it lives on
+-- origins of its own: the issuer, the authorization page, the plain token
+-- and revocation endpoints on the AS port, and their mutual-TLS aliases
+-- (RFC 8705 section 5) on the mTLS port; the bank's origin then serves none
+-- of these and its scaOAuth links name the AS's metadata. Configuration
+-- (`oauth` table): `mtls_aliases` (default true), `iss` (RFC 9207: true =
+-- send the issuer, false = send none, a string = send that instead),
+-- `revocation` (default true).
+
+local function oauth_cfg(ctx)
+  return ctx.cfg and ctx.cfg.oauth or {}
+end
+
+-- true when the AS lives on its own origin
+local function separate(ctx)
+  return ctx.ports ~= nil and ctx.ports.as ~= nil
+end
+
+local function origin(ctx, which)
+  return "https://127.0.0.1:" .. ctx.ports[which]
+end
+
+local function issuer(ctx)
+  if separate(ctx) then return origin(ctx, "as") .. ctx.root end
+  return ctx.base_url .. ctx.root
+end
+
+-- the base of the mutual-TLS aliases, or nil when none are advertised
+local function mtls_base(ctx)
+  if separate(ctx) and ctx.ports.as_mtls and oauth_cfg(ctx).mtls_aliases ~= false then
+    return origin(ctx, "as_mtls") .. ctx.root
+  end
+end
+
+--- The scaOAuth link of the bank's answers: the AS's metadata document.
+function _M.metadata_link(ctx)
+  if separate(ctx) then return { href = issuer(ctx) .. "/.well-known/oauth-authorization-server" } end
+  return common.link(ctx, "/.well-known/oauth-authorization-server")
+end
+
+-- the `iss` of an authorization response (RFC 9207), or nil
+local function response_iss(ctx)
+  local v = oauth_cfg(ctx).iss
+  if v == false then return nil end
+  if type(v) == "string" then return v end
+  return issuer(ctx)
+end
 
 local function metadata(ctx)
-  local base = ctx.base_url .. ctx.root
-  return 200, {
+  local base = issuer(ctx)
+  local oc = oauth_cfg(ctx)
+  local m = {
     issuer = base,
     authorization_endpoint = base .. "/oauth/authorize",
     token_endpoint = base .. "/oauth/token",
@@ -41,7 +91,18 @@ local function metadata(ctx)
     token_endpoint_auth_methods_supported = util.array({ "tls_client_auth" }),
     tls_client_certificate_bound_access_tokens = true,
     scopes_supported = util.array({ "AIS", "PIS" }),
-  }, { ["Cache-Control"] = "public, max-age=300" }
+    authorization_response_iss_parameter_supported = oc.iss ~= false,
+  }
+  if oc.revocation ~= false then
+    m.revocation_endpoint = base .. "/oauth/revoke"
+    m.revocation_endpoint_auth_methods_supported = util.array({ "tls_client_auth" })
+  end
+  local alias = mtls_base(ctx)
+  if alias then
+    m.mtls_endpoint_aliases = { token_endpoint = alias .. "/oauth/token" }
+    if m.revocation_endpoint then m.mtls_endpoint_aliases.revocation_endpoint = alias .. "/oauth/revoke" end
+  end
+  return 200, m, { ["Cache-Control"] = "public, max-age=300" }
 end
 
 ---------------------------------------------------------------------------
@@ -106,8 +167,9 @@ local function describe(res, service, auth)
   return lines
 end
 
-local function error_redirect(uri, err, desc, state)
-  return pages.redirect(common.add_query(uri, { error = err, error_description = desc, state = state }))
+local function error_redirect(ctx, uri, err, desc, state)
+  return pages.redirect(common.add_query(uri,
+    { error = err, error_description = desc, state = state, iss = response_iss(ctx) }))
 end
 
 -- Validates an authorization request (query or form). Returns a table of
@@ -132,7 +194,7 @@ local function check_request(ctx, params)
   if res.redirect_uri and res.redirect_uri ~= p.redirect_uri then
     return nil, { pages.message(400, "Invalid request", "redirect_uri differs from the TPP-Redirect-URI given before") }
   end
-  local function fail(err, desc) return nil, { error_redirect(p.redirect_uri, err, desc, p.state) } end
+  local function fail(err, desc) return nil, { error_redirect(ctx, p.redirect_uri, err, desc, p.state) } end
   if p.response_type ~= "code" then return fail("unsupported_response_type", "response_type must be code") end
   if type(p.state) ~= "string" or p.state == "" then return fail("invalid_request", "state is required") end
   if type(p.code_challenge) ~= "string" or #p.code_challenge < 43 or #p.code_challenge > 128
@@ -189,7 +251,7 @@ local function authorize_post(ctx)
   local decision = first(params.decision)
   if decision == "deny" then
     sca.finish(auth.id, false)
-    return error_redirect(p.redirect_uri, "access_denied", "the PSU denied the request", p.state)
+    return error_redirect(ctx, p.redirect_uri, "access_denied", "the PSU denied the request", p.state)
   end
   if decision ~= "approve" then return pages.message(400, "Invalid request", "decision must be approve or deny") end
   local username, password = first(params.username), first(params.password)
@@ -208,7 +270,7 @@ local function authorize_post(ctx)
     service = service,
   })
   sca.unconfirmed(auth.id, username)
-  return pages.redirect(common.add_query(p.redirect_uri, { code = code, state = p.state }))
+  return pages.redirect(common.add_query(p.redirect_uri, { code = code, state = p.state, iss = response_iss(ctx) }))
 end
 
 ---------------------------------------------------------------------------
@@ -302,36 +364,88 @@ local function grant_refresh(ctx, params)
   return issue(ctx, rec.scope, rec.service, rec.psu)
 end
 
-local function token(ctx)
+-- The client authentication of the token and revocation endpoints
+-- (tls_client_auth): the form's parameters, or nil and the error answer.
+local function client_form(ctx, what)
   local ct = (ctx.headers["content-type"] or ""):lower()
   if not ct:find("application/x-www-form-urlencoded", 1, true) then
-    return oauth_error(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
+    return nil, { oauth_error(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded") }
+  end
+  if ctx.listener == "as" and mtls_base(ctx) then
+    return nil, { oauth_error(401, "invalid_client", "mutual-TLS client authentication is served at "
+      .. "mtls_endpoint_aliases." .. what .. " (RFC 8705 section 5)") }
   end
   local params = ctx.form or common.form(ctx.body)
   local client_id = first(params.client_id)
   if type(client_id) ~= "string" or client_id == "" then
-    return oauth_error(400, "invalid_request", "client_id is required (tls_client_auth)")
+    return nil, { oauth_error(400, "invalid_request", "client_id is required (tls_client_auth)") }
   end
   if client_id ~= ctx.tpp.org_id then
-    return oauth_error(401, "invalid_client", "client_id does not match the client certificate")
+    return nil, { oauth_error(401, "invalid_client", "client_id does not match the client certificate") }
   end
+  return params
+end
+
+local function token(ctx)
+  local params, e = client_form(ctx, "token_endpoint")
+  if not params then return common.unpack(e) end
   local grant = first(params.grant_type)
   if grant == "authorization_code" then return grant_code(ctx, params) end
   if grant == "refresh_token" then return grant_refresh(ctx, params) end
   return oauth_error(400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
 end
 
+-- RFC 7009 token revocation: an access or refresh token of the calling
+-- client stops working; unknown tokens are answered 200 as well.
+local function revoke(ctx)
+  if oauth_cfg(ctx).revocation == false then
+    return oauth_error(404, "invalid_request", "no revocation endpoint")
+  end
+  local params, e = client_form(ctx, "revocation_endpoint")
+  if not params then return common.unpack(e) end
+  local t = first(params.token)
+  if type(t) ~= "string" or t == "" then return oauth_error(400, "invalid_request", "token is required") end
+  local hint = first(params.token_type_hint)
+  local order = hint == "refresh_token" and { "rt:", "at:" } or { "at:", "rt:" }
+  for _, prefix in ipairs(order) do
+    local done = false
+    common.update(token_key(prefix, t), function(r)
+      if not r or r.client_id ~= ctx.tpp.org_id or r.variant ~= ctx.variant then return nil end
+      r.revoked, r.used = true, true      -- a used refresh token is refused by redeem()
+      done = true
+      return r
+    end)
+    if done then break end
+  end
+  return 200, {}, { ["Cache-Control"] = "no-store", ["Pragma"] = "no-cache" }
+end
+
 --- The record of an access token, or nil (used by the AIS guard).
 function _M.access_token(t)
   if type(t) ~= "string" or t == "" then return nil end
-  return common.get(token_key("at:", t))
+  local rec = common.get(token_key("at:", t))
+  if rec and rec.revoked then return nil end
+  return rec
 end
 
+-- on the bank's origin only while the AS shares it
+local function on_bank_origin(ctx)
+  return ctx.listener ~= "bank" or not separate(ctx)
+end
+
+local AS, BOTH = { as = true }, { as = true, as_mtls = true }
+
 _M.routes = {
-  { method = "GET", pattern = "^/%.well%-known/oauth%-authorization%-server$", handler = metadata, auth = "none" },
-  { method = "GET", pattern = "^/oauth/authorize$", handler = authorize_get, auth = "none" },
-  { method = "POST", pattern = "^/oauth/authorize$", handler = authorize_post, auth = "none" },
-  { method = "POST", pattern = "^/oauth/token$", handler = token, auth = "mtls" },
+  { method = "GET", pattern = "^/%.well%-known/oauth%-authorization%-server$", handler = metadata, auth = "none",
+    listeners = AS, enabled = on_bank_origin },
+  { method = "GET", pattern = "^/oauth/authorize$", handler = authorize_get, auth = "none",
+    listeners = AS, enabled = on_bank_origin },
+  { method = "POST", pattern = "^/oauth/authorize$", handler = authorize_post, auth = "none",
+    listeners = AS, enabled = on_bank_origin },
+  { method = "POST", pattern = "^/oauth/token$", handler = token, auth = "mtls",
+    listeners = BOTH, enabled = on_bank_origin },
+  { method = "POST", pattern = "^/oauth/revoke$", handler = revoke, auth = "mtls",
+    listeners = BOTH, enabled = on_bank_origin },
 }
 
 return _M

@@ -332,7 +332,7 @@ function _M.auth_path(base_path, auth)
 end
 
 function _M.metadata_link(ctx)
-  return common.link(ctx, "/.well-known/oauth-authorization-server")
+  return require("sandbox.bank.oauth").metadata_link(ctx)
 end
 
 --- The _links of an authorisation in its current state.
@@ -475,7 +475,7 @@ end
 
 local function password_step(ctx, res, auth, base_path, body, status)
   if auth.approach ~= "embedded" then
-    return common.err(ctx, 400, "FORMAT_ERROR", "psuData is only taken by the embedded approach")
+    return common.err(ctx, 400, "SERVICE_INVALID", "psuData is only taken by the embedded approach")
   end
   if auth.status ~= "received" and auth.status ~= "psuIdentified" then
     return common.err(ctx, 409, "STATUS_INVALID", "the authorisation does not wait for a password")
@@ -498,7 +498,7 @@ end
 
 local function select_step(ctx, auth, base_path, body)
   if auth.approach ~= "embedded" then
-    return common.err(ctx, 400, "FORMAT_ERROR", "authenticationMethodId is only taken by the embedded approach")
+    return common.err(ctx, 400, "SERVICE_INVALID", "authenticationMethodId is only taken by the embedded approach")
   end
   if auth.status ~= "psuAuthenticated" then
     return common.err(ctx, 409, "STATUS_INVALID", "the authorisation does not wait for a method selection")
@@ -516,7 +516,7 @@ end
 
 local function otp_step(ctx, auth, base_path, body)
   if auth.approach ~= "embedded" then
-    return common.err(ctx, 400, "FORMAT_ERROR", "scaAuthenticationData is only taken by the embedded approach")
+    return common.err(ctx, 400, "SERVICE_INVALID", "scaAuthenticationData is only taken by the embedded approach")
   end
   if auth.status ~= "scaMethodSelected" then
     return common.err(ctx, 409, "STATUS_INVALID", "the authorisation does not wait for a one-time password")
@@ -531,7 +531,7 @@ end
 
 local function confirm_step(ctx, auth, base_path, body)
   if auth.approach ~= "redirect" then
-    return common.err(ctx, 400, "FORMAT_ERROR", "confirmationCode is only taken by the redirect approach")
+    return common.err(ctx, 400, "SERVICE_INVALID", "confirmationCode is only taken by the redirect approach")
   end
   if auth.status ~= "unconfirmed" then
     return common.err(ctx, 409, "STATUS_INVALID", "the authorisation does not wait for a confirmation code")
@@ -605,6 +605,10 @@ function _M.update(ctx, res, kind, auth_id, base_path)
   local auth, e = find(ctx, res, kind, auth_id)
   if not auth then return common.unpack(e) end
   if FINAL[auth.status] then
+    if auth.status == "failed" and (auth.timeout or 0) > 0 and (auth.updated or 0) >= auth.created + auth.timeout then
+      -- it timed out (tick): the addressed sub-resource is no longer addressable
+      return common.err(ctx, 403, "RESOURCE_EXPIRED", "the authorisation expired")
+    end
     return common.err(ctx, 409, "STATUS_INVALID", "the authorisation is already " .. auth.status)
   end
   if body.psuData ~= nil then
