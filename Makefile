@@ -73,9 +73,10 @@ sandbox: all pki
 sandbox-stop:
 	@sh sandbox/bin/sandbox stop
 
+# only what the demo needs: no browser, no test tools, no LuaJIT build
 demo:
-	@sh scripts/deps
-	@$(MAKE) --no-print-directory all pki
+	@XS2A_DEPS=demo sh scripts/deps
+	@$(MAKE) --no-print-directory lua54 pki
 	@sh scripts/demo
 
 bench: all pki

@@ -13,7 +13,7 @@ local helper = require "helper"
 local sandbox = require "support.sandbox"
 local proc = require "support.proc"
 local cli = require "support.cli"
-local json = require "xs2a.json"
+local json = require "xs2a.codec.json"
 
 local function tmpdir()
   local ok, out = proc.run("mktemp -d /tmp/xs2a-cli-XXXXXX")
@@ -148,6 +148,16 @@ describe("xs2a command #network", function()
       local rc, out, err = h:finish()
       assert.equal(0, rc, err)
       assert.matches("^consent %S+: valid ", out)
+    end)
+
+    it("shows the PSU the TPP's organisation name from its QWAC on the bank's page", function()
+      local h = cli.start({ "consent", "create", "--state-dir", dir .. "/page" }, env)
+      local url = assert(h:wait_for("\n(https://[^\n]+)\n", 30))
+      local page = require("support.psu").fetch("GET", url)
+      assert.equal(200, page.status)
+      assert.matches("Requested by Example TPP UAB (PSDLT-BOL-TPP001).", page.html, 1, true)
+      -- the PSU says no: the command ends
+      assert.equal(1, (h:authorise{ decision = "deny" }))
     end)
 
     it("exits 1 with one line when the PSU denies", function()

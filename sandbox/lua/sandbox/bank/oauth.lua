@@ -135,7 +135,9 @@ local function resource_of(ctx, scope, client_id)
 end
 
 local function describe(res, service, auth)
-  local lines = { "Requested by " .. tostring(res.org_id) .. "." }
+  local name = common.get("tpp_name:" .. tostring(res.org_id))
+  local lines = { "Requested by " .. (type(name) == "string" and (name .. " (" .. tostring(res.org_id) .. ")")
+    or tostring(res.org_id)) .. "." }
   if service == "AIS" then
     local a = res.access
     if a.allPsd2 then
