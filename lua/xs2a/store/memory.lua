@@ -13,7 +13,7 @@
 -- clock in tests.
 -- @module xs2a.store.memory
 local core = require "xs2a.core"
-local check_key = require("xs2a.store").check_key
+local check_key = require("xs2a.store.contract").check_key
 
 local type, tonumber, tostring, setmetatable, pairs = type, tonumber, tostring, setmetatable, pairs
 local floor = math.floor
