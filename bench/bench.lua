@@ -18,7 +18,6 @@ require "helper"
 local core = require "xs2a.core"
 local xs2a = require "xs2a"
 local parallel = require "xs2a.parallel"
-local proc = require "support.proc"
 local server = require "server"
 
 local PKI = (os.getenv("XS2A_PKI") or "build/pki") .. "/"
@@ -235,8 +234,8 @@ local ok_http, err_http = pcall(function()
   end
   local function s_time()
     local out = sh(table.concat({ "openssl s_time -connect", "127.0.0.1:" .. srv.port, "-cert", PKI .. "qwac.pem",
-      "-key", PKI .. "qwac.key", "-CAfile", PKI .. "ca.pem", "-reuse -time 3 -www", url_ok:match("^https://[^/]+(/.*)$") },
-      " "))
+      "-key", PKI .. "qwac.key", "-CAfile", PKI .. "ca.pem", "-reuse -time 3 -www",
+      url_ok:match("^https://[^/]+(/.*)$") }, " "))
     local n, secs = out:match("(%d+) connections in (%d+) real seconds")
     assert(n, "openssl s_time: " .. out:sub(-300))
     return tonumber(n) / tonumber(secs)

@@ -6,6 +6,7 @@
 --   local prof = require "luaprof"
 --   prof.install()                 -- before requiring what is profiled
 --   prof.start(1000); work(); prof.stop(); prof.report(25)
+-- luacheck: globals coroutine
 local M = {}
 local self_count, incl_count, total = {}, {}, 0
 
