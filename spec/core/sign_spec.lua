@@ -203,7 +203,8 @@ describe("xs2a.sign", function()
     end)
 
     it("refuses a signature by an expired certificate of the trusted CA", function()
-      local expired = assert(require("xs2a.identity").new{ cert = pki("qwac-expired.pem"), key = pki("qwac-expired.key") })
+      local expired = assert(require("xs2a.identity").new{ cert = pki("qwac-expired.pem"),
+        key = pki("qwac-expired.key") })
       local req = ig_request()
       assert(sign.berlin(expired):sign(req))
       local ok, why = sign.verify_berlin(req, { cert = read(pki("ca.pem")) })
