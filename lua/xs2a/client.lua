@@ -29,9 +29,9 @@
 -- * `store`: a store (default `xs2a.store.memory()`);
 -- * `log`: `function(level, event, fields)`, fields already redacted;
 -- * `transport`: an object with `request(req)` (default: `xs2a.transport.new`);
--- * `limits`: `{ per_second, per_hour, concurrent, headroom = 0.9 }` on top of the
---   profile's, or `false` (the client aims at `headroom` times the per-second
---   limit, so latency jitter cannot push a burst over the bank's limit);
+-- * `limits`: `{ per_second, per_hour, concurrent, margin = 0.025, headroom = 1 }` on
+--   top of the profile's, or `false` (at most `headroom` times `per_second`
+--   requests start in any window of 1 s + `margin`: the margin absorbs latency jitter);
 -- * `retry`: `{ max_attempts = 3, base_delay = 0.2, max_delay = 5, max_retry_after = 30 }`;
 -- * `timeouts`: `{ connect = 5000, total = 30000 }` (ms); `max_body` (bytes).
 --
@@ -164,7 +164,7 @@ local RETRY_FIELDS = { max_attempts = count, base_delay = non_negative, max_dela
   max_retry_after = non_negative }
 local TIMEOUT_FIELDS = { connect = positive, total = positive }
 local LIMIT_FIELDS = {
-  per_second = positive, per_hour = positive, concurrent = count, max_wait = non_negative,
+  per_second = positive, per_hour = positive, concurrent = count, max_wait = non_negative, margin = non_negative,
   headroom = function(v) if not is_num(v, 0) or v == 0 or v > 1 then return "must be in (0, 1]" end end,
 }
 
@@ -316,12 +316,12 @@ function _M.new(opts)
   -- `response_org_id`, or the one in `response_cert` when that is the bank's
   -- own certificate (not a self-signed CA). Fail closed: no pin, no client.
   local response_cert, response_org_id
-  if prof.verify_responses then
+  if prof.verify_responses ~= "off" then
     response_cert = read_file_or_data(opts.response_cert)
     if not response_cert then
       return config_error("profile " .. prof.name .. " verifies signed responses: give response_cert "
         .. "(the bank's seal certificate, or its CA with response_org_id), or set "
-        .. "profile_overrides.verify_responses = false", "RESPONSE_CERT_MISSING")
+        .. "profile_overrides.verify_responses = \"off\"", "RESPONSE_CERT_MISSING")
     end
     local rinfo = identity.cert_info(response_cert)
     if not rinfo then return config_error("response_cert is not a certificate", "CERTIFICATE_INVALID") end
@@ -388,6 +388,7 @@ function _M.new(opts)
     signer = signer,
     response_cert = response_cert,
     response_org_id = response_org_id,
+    verify_mode = prof.verify_responses,   -- "if_present" | "required" | "off"
     retry = retry,
     _logger = opts.log,
   }, Client)
@@ -399,7 +400,7 @@ function _M.new(opts)
       store = store,
       id = tostring(self.client_id or "tpp") .. "@" .. u.host .. ":" .. u.port,
       per_second = l.per_second, per_hour = l.per_hour, concurrent = l.concurrent,
-      headroom = l.headroom,
+      headroom = l.headroom, margin = l.margin,
       sleep = function(s) return self:sleep(s) end,
       lease_ttl = math.ceil((timeouts.total or 30000) / 1000) + 10,
       max_wait = l.max_wait,

@@ -24,7 +24,7 @@ describe("error codes #network", function()
   after_each(function() sb:reset() end)
 
   local function client(variant)
-    return support.new_client(variant, { limits = false }, sb)
+    return support.new_client(variant, { limits = false, profile_overrides = support.ANY_APPROACH }, sb)
   end
 
   local function payment_body(variant)
@@ -120,7 +120,7 @@ describe("error codes #network", function()
   end)
 
   it("403 RESOURCE_EXPIRED for PSU data sent to an authorisation that timed out", function()
-    sb:config{ sca = { approach = "embedded", auth_timeout = 1 } }
+    sb:config{ sca = { approach = "embedded", auth_timeout = 1, consent_auth_timeout = 1 } }
     local pending = {}
     each_variant(function(_, c)
       local consent = assert(c:create_consent(support.consent_body(), { psu = PSU }))
