@@ -331,10 +331,6 @@ function _M.new(opts)
       return config_error("response_cert is a CA: give response_org_id (the bank's organizationIdentifier) to pin "
         .. "the signer of responses", "RESPONSE_CERT_MISSING")
     end
-    if response_org_id == info.organization_identifier then
-      return config_error("response_org_id is the TPP's own organizationIdentifier: responses must be signed "
-        .. "by the bank", "RESPONSE_CERT_INVALID")
-    end
   end
 
   local store = opts.store or store_mod.memory()

@@ -54,7 +54,7 @@ describe("issue 8 guarantees at the bank #network", function()
 
     it("a consent the bank marks expired while its flow polls ends the flow at once with SCA_FAILED", function()
       fs.configure{ sca = { approach = "decoupled" } }
-      local client = fs.client("berlin")
+      local client = fs.client_any("berlin")
       local consent = assert(client:create_consent(fs.consent_body(), { psu_ip = fs.PSU_IP, psu_id = "alice" }))
       local flow = assert(consent:authorise{ poll = false, poll_interval = 0.1, timeout = 600 })
       local step = assert(flow:next())
@@ -103,7 +103,7 @@ describe("issue 8 guarantees at the bank #network", function()
       fs.configure{ sca = { approach = "decoupled", decoupled_delay = 1 } }
       local order = {}
       local function tagged(tag)
-        return fs.client("berlin", { log = function(_, event)
+        return fs.client_any("berlin", { log = function(_, event)
           if event == "request" then order[#order + 1] = tag end
         end })
       end

@@ -195,6 +195,39 @@ describe("issue 8 guarantees (client level)", function()
     end)
   end)
 
+  describe("hole 7 (Lua side): the bank's signed responses are pinned, never trusted from ca_file", function()
+    local t = stub_transport({ { json_res(200, "{}") } })
+    local function georgia(extra)
+      local opts = {
+        profile = "paysera-georgia", base_url = "https://bank.test", ca_file = helper.pki("ca.pem"),
+        qwac = { cert = helper.pki("qwac.pem"), key = helper.pki("qwac.key") },
+        qseal = { cert = helper.pki("qseal.pem"), key = helper.pki("qseal.key") },
+        transport = t, profile_overrides = { verify_responses = "required" },
+      }
+      for k, v in pairs(extra or {}) do opts[k] = v end
+      return xs2a.client(opts)
+    end
+
+    it("refuses a client whose only anchor would be ca_file (the TPP's own QSealC chains to it)", function()
+      local c, err = georgia()
+      assert.is_nil(c)
+      assert.equal("config", err.kind)
+      assert.equal("RESPONSE_CERT_MISSING", err.code)
+    end)
+
+    it("refuses a CA as response_cert without the bank's organizationIdentifier", function()
+      local c, err = georgia{ response_cert = helper.pki("ca.pem") }
+      assert.is_nil(c)
+      assert.equal("RESPONSE_CERT_MISSING", err.code)
+      assert.truthy(georgia{ response_cert = helper.pki("ca.pem"), response_org_id = "PSDLT-BOL-ASPSP1" })
+    end)
+
+    it("pins the signer to the organisation of the bank's own certificate", function()
+      local c = assert(georgia{ response_cert = helper.pki("aspsp-seal.pem") })
+      assert.equal("PSDLT-BOL-ASPSP1", c.response_org_id)
+    end)
+  end)
+
   describe("hole 8: every option is checked at construction", function()
     local t = stub_transport({ { json_res(200, "{}") } })
     for _, case in ipairs({
