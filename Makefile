@@ -22,7 +22,7 @@ SRCS    := $(sort $(wildcard csrc/*.c))
 HDRS    := $(wildcard csrc/*.h)
 LUASRC  := $(shell find lua -name '*.lua' 2>/dev/null)
 
-.PHONY: all older lua54 luajit deps pki test test-fast lint sandbox sandbox-stop demo bench install clean valgrind fuzz test-c
+.PHONY: all older lua54 luajit deps docs pki test test-fast lint sandbox sandbox-stop demo bench install clean valgrind fuzz test-c
 
 all: lua54 luajit
 
@@ -45,6 +45,13 @@ older: $(foreach v,$(OLDER_LUAS),$(BUILD)/lua$(v)/xs2a/core.so)
 $(BUILD)/lua5.%/xs2a/core.so: $(SRCS) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) -fPIC $(shell $(PKG_CONFIG) --cflags lua5.$*) $(DEP_CFLAGS) $(LIBFLAG) -o $@ $(SRCS) $(DEP_LIBS)
+
+# The HTML API reference from the LDoc comments (config.ld) into
+# $(BUILD)/docs; fails on any LDoc warning.
+docs:
+	@out=$$(ldoc -q . 2>&1 | grep -v '^reading configuration from'); \
+	if [ -n "$$out" ]; then echo "$$out"; echo "docs: LDoc warnings"; exit 1; fi; \
+	echo "docs: $(BUILD)/docs/index.html"
 
 # Installs what is missing from Debian's archive (needs root).
 deps:

@@ -190,9 +190,9 @@ local function run(v)
   }, PSU))
   say("  %s %s %s to Bob (%s): payment created, status %s", v.product, amount, main.currency,
     masked(bob.iban), tostring(payment.data and payment.data.transactionStatus))
-  local done = authorise_in_browser(payment:authorise(), "alice", "alice-pass", "payment")
-  local final = check(payment:current_status())
-  say("  final transaction status: %s (%s)", final, done.status)
+  authorise_in_browser(payment:authorise(), "alice", "alice-pass", "payment")
+  local final = check(payment:status())
+  say("  final transaction status: %s: %s", final, require("xs2a.status").payment(final))
 
   section("5. ledger change")
   local after, ccy = find_balance(check(consent:balances(main.resourceId, PSU)), "interimAvailable")
