@@ -49,7 +49,7 @@ $(BUILD)/lua5.%/xs2a/core.so: $(SRCS) $(HDRS)
 # The HTML API reference from the LDoc comments (config.ld) into
 # $(BUILD)/docs; fails on any LDoc warning.
 docs:
-	@out=$$(ldoc -q . 2>&1 | grep -v '^reading configuration from'); \
+	@rm -rf $(BUILD)/docs; out=$$(ldoc -q -d $(BUILD)/docs . 2>&1 | grep -v '^reading configuration from'); \
 	if [ -n "$$out" ]; then echo "$$out"; echo "docs: LDoc warnings"; exit 1; fi; \
 	echo "docs: $(BUILD)/docs/index.html"
 

@@ -13,7 +13,7 @@ local helper = require "helper"
 local sandbox = require "support.sandbox"
 local proc = require "support.proc"
 local cli = require "support.cli"
-local json = require "xs2a.codec.json"
+local json = require("xs2a").json
 
 local function tmpdir()
   local ok, out = proc.run("mktemp -d /tmp/xs2a-cli-XXXXXX")
