@@ -93,10 +93,14 @@ function _M.new(ctx, req, level)
     attempt = 0, refreshed = false,
   }
   -- frequencyPerDay for AIS reads without the PSU: one unit per attempt
-  -- that reaches the bank (given back when the bank refused before counting)
+  -- that reaches the bank (given back when the bank refused before counting).
+  -- The profile's `frequency_rule` (docs/paysera.md, reading 5): "resource"
+  -- counts per endpoint and account and lets follow-up pages go free;
+  -- "consent" counts every call, pages included, against the consent.
+  local strict = ctx.profile and ctx.profile.frequency_rule == "consent"
   if req.service == "AIS" and method == "GET" and req.consent_id and not (type(req.psu) == "table"
-      and req.psu.ip ~= nil) and not req.follow and ctx.limiter and is_ais_read(path) then
-    ex.freq = { consent_id = req.consent_id, resource = str_match(path, "^([^?]*)"),
+      and req.psu.ip ~= nil) and (strict or not req.follow) and ctx.limiter and is_ais_read(path) then
+    ex.freq = { consent_id = req.consent_id, resource = strict and "*" or str_match(path, "^([^?]*)"),
       max = req.frequency_per_day or ctx:consent_frequency(req.consent_id) }
   end
   return ex
