@@ -53,4 +53,37 @@ function _M.is_identity(v)
   return type(mt) == "table" and mt.__name == "xs2a.Identity"
 end
 
+--- An identity: a certificate with its private key, held by the C core.
+-- @type Identity
+
+--- The facts of the certificate.
+-- @treturn table `{ subject, issuer, serial, common_name, not_before, not_after
+--   (epoch seconds UTC), expired, organization_identifier, roles (list, from the
+--   PSD2 QCStatement's role OIDs), nca_name, nca_id, key_type, key_bits,
+--   fingerprint (SHA-256 hex of the DER) }`
+-- @function Identity:info
+
+--- Signs `data` with the private key.
+-- @tparam string data
+-- @tparam[opt] table opts `{ hash = "sha256"|"sha384"|"sha512", padding = "pss"|"pkcs1",
+--   ec_format = "raw"|"der" }`
+-- @treturn string|nil the signature
+-- @treturn string error
+-- @function Identity:sign
+
+--- The certificate as PEM.
+-- @treturn string
+-- @function Identity:cert_pem
+
+--- The certificate as DER.
+-- @treturn string
+-- @function Identity:cert_der
+
+--- The extra certificates (the chain after the leaf) as a list of DER strings.
+-- @treturn table
+-- @function Identity:chain_der
+
+--- Wipes the key and frees the identity (also done by the GC and `<close>`).
+-- @function Identity:close
+
 return setmetatable(_M, { __call = function(_, opts) return _M.new(opts) end })
