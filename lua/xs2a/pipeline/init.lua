@@ -52,7 +52,7 @@ local function fail(ex, kind, code, text)
     request_id = ex.request_id })
 end
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- stages
 
 local stages = {}
@@ -290,7 +290,7 @@ end
 _M.ORDER = { "prepare", "attach_token", "spend_unit", "acquire_limit", "sign", "send", "verify", "decode",
   "map_error" }
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- the runner
 
 --- Runs one attempt through every stage.
