@@ -192,7 +192,7 @@ local function run(v)
     masked(bob.iban), tostring(payment.data and payment.data.transactionStatus))
   authorise_in_browser(payment:authorise(), "alice", "alice-pass", "payment")
   local final = check(payment:status())
-  say("  final transaction status: %s: %s", final, require("xs2a.status").payment(final))
+  say("  final transaction status: %s: %s", final, xs2a.status.payment(final))
 
   section("5. ledger change")
   local after, ccy = find_balance(check(consent:balances(main.resourceId, PSU)), "interimAvailable")
