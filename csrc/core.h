@@ -30,10 +30,6 @@ struct x509_st *xs2a_identity_cert(xs2a_identity *id);
 struct evp_pkey_st *xs2a_identity_key(xs2a_identity *id);
 struct stack_st_X509;
 struct stack_st_X509 *xs2a_identity_chain(xs2a_identity *id);   /* extra certificates, may be NULL */
-/* PEM (certificate, extra certificates) and private key as PEM, in buffers
- * that the caller frees with OPENSSL_clear_free(buf, len). 0 on failure. */
-int xs2a_identity_pem(xs2a_identity *id, char **cert, size_t *cert_len,
-                      char **key, size_t *key_len);
 
 /* Shared between identity.c and crypto.c (not for other parts). */
 struct evp_md_st;

@@ -319,56 +319,6 @@ X509 *xs2a_identity_cert(xs2a_identity *id) { return id->cert; }
 EVP_PKEY *xs2a_identity_key(xs2a_identity *id) { return id->key; }
 STACK_OF(X509) *xs2a_identity_chain(xs2a_identity *id) { return id->chain; }
 
-static int bio_take(BIO *b, char **out, size_t *out_len) {
-  char *p;
-  long n = BIO_get_mem_data(b, &p);
-  if (n <= 0) return 0;
-  *out = OPENSSL_malloc((size_t)n + 1);
-  if (*out == NULL) return 0;
-  memcpy(*out, p, (size_t)n);
-  (*out)[n] = '\0';
-  *out_len = (size_t)n;
-  return 1;
-}
-
-static int certs_pem(xs2a_identity *id, char **cert, size_t *cert_len) {
-  BIO *b = BIO_new(BIO_s_mem());
-  int ok, i;
-  if (b == NULL) return 0;
-  ok = PEM_write_bio_X509(b, id->cert);
-  for (i = 0; ok && id->chain != NULL && i < sk_X509_num(id->chain); i++)
-    ok = PEM_write_bio_X509(b, sk_X509_value(id->chain, i));
-  ok = ok && bio_take(b, cert, cert_len);
-  BIO_free(b);
-  return ok;
-}
-
-static int key_pem(xs2a_identity *id, char **key, size_t *key_len) {
-  BIO *b = BIO_new(BIO_s_secmem());
-  int ok;
-  if (b == NULL) return 0;
-  ok = PEM_write_bio_PrivateKey(b, id->key, NULL, NULL, 0, NULL, NULL);
-  ok = ok && bio_take(b, key, key_len);
-  BIO_free(b);   /* a memory BIO clears its buffer when freed */
-  return ok;
-}
-
-int xs2a_identity_pem(xs2a_identity *id, char **cert, size_t *cert_len,
-                      char **key, size_t *key_len) {
-  *cert = *key = NULL;
-  *cert_len = *key_len = 0;
-  if (id == NULL || id->cert == NULL) return 0;
-  if (!certs_pem(id, cert, cert_len) || !key_pem(id, key, key_len)) {
-    if (*cert != NULL) OPENSSL_clear_free(*cert, *cert_len);
-    if (*key != NULL) OPENSSL_clear_free(*key, *key_len);
-    *cert = *key = NULL;
-    *cert_len = *key_len = 0;
-    ERR_clear_error();
-    return 0;
-  }
-  return 1;
-}
-
 static const char *opt_string(lua_State *L, int t, const char *name, size_t *len) {
   const char *s = NULL;
   lua_getfield(L, t, name);
@@ -997,18 +947,6 @@ static int identity_pkey_handle(lua_State *L) {
   return 1;
 }
 
-/* The private key as unencrypted PEM. Kept only until the ngx transport uses
- * _pkey_handle (issue 8 hole 5c); then it goes. */
-static int identity_export_key_pem(lua_State *L) {
-  xs2a_identity *id = xs2a_checkidentity(L, 1);
-  char *key = NULL;
-  size_t len = 0;
-  if (!key_pem(id, &key, &len)) return xs2a_pushsslerror(L, "identity.export_key_pem");
-  lua_pushlstring(L, key, len);
-  OPENSSL_clear_free(key, len);
-  return 1;
-}
-
 static int identity__tostring(lua_State *L) {
   xs2a_identity *id = (xs2a_identity *)luaL_checkudata(L, 1, XS2A_IDENTITY);
   int kid;
@@ -1050,7 +988,6 @@ static const luaL_Reg identity_methods[] = {
   {"chain_der", identity_chain_der},
   {"sign", identity_sign},
   {"_pkey_handle", identity_pkey_handle},
-  {"export_key_pem", identity_export_key_pem},
   {"close", identity_close},
   {NULL, NULL}
 };

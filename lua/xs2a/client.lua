@@ -405,7 +405,7 @@ function _M.new(opts)
   return self
 end
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- what the pipeline and the resources use of the context
 
 --- Sleeps `s` seconds (yields inside `xs2a.parallel` and nginx).

@@ -141,8 +141,10 @@ describe("readings of Paysera's pages #network", function()
     end)
   end)
 
-  it("reads scatransactionStatus as scaStatus (reading 10g)", function()
-    sb:config{ sca = { approach = "decoupled", status_field = "scatransactionStatus" } }
+  it("reads scatransactionStatus as scaStatus and polls links relative to the variant root (readings 10g, 4)",
+      function()
+    sb:config{ sca = { approach = "decoupled", status_field = "scatransactionStatus" },
+      variants = { georgia = { link_form = "variant" } } }
     local c = client("georgia", { profile_overrides = support.ANY_APPROACH })
     local k = assert(c:create_consent(consent_body(), PSU))
     local flow = assert(k:authorise{ poll = false, poll_interval = 0.1, timeout = 5 })
@@ -157,6 +159,28 @@ describe("readings of Paysera's pages #network", function()
     end
     assert.equal("done", done.kind)
     assert.equal("valid", done.status)
+  end)
+
+  it("keeps a refresh token no longer than its consent (reading 6)", function()
+    local tokens = require "xs2a.sca.tokens"
+    local store = require("xs2a.store").memory()
+    local ttls = {}
+    local spy = setmetatable({ set = function(_, k, v, ttl) ttls[k] = ttl return store.set(store, k, v, ttl) end },
+      { __index = function(_, k)
+        local f = store[k]
+        if type(f) == "function" then return function(_, ...) return f(store, ...) end end
+        return f
+      end })
+    local c = client("berlin", { store = spy })
+    local until_ = os.date("!%Y-%m-%d", os.time() + 3 * 86400)
+    local body = consent_body()
+    body.validUntil = until_
+    local k = assert(c:create_consent(body, PSU))
+    assert(support.authorise(k))
+    local ttl = ttls[tokens.store_key(k.token_key)]
+    assert.is_number(ttl)
+    -- the end of the validUntil day, a minute of skew
+    assert.is_true(ttl > 2 * 86400 and ttl <= 4 * 86400 + 60, tostring(ttl))
   end)
 
   it("lists bookingStatus=all and pays a domestic RON transfer on Berlin (reading 10)", function()

@@ -80,7 +80,8 @@ local function new_consent(client, id, fields)
   return c
 end
 
---- Creates a consent (`POST /v1/consents`).
+--- Creates a consent (`POST /v1/consents`); `client:create_consent(body, opts)` calls it.
+-- @param client the client
 -- @param body the consent body (`access`, `recurringIndicator`, `validUntil`,
 --   `frequencyPerDay`, `combinedServiceIndicator`), spec field names verbatim
 -- @param opts `{ psu_ip = ..., psu = {...}, redirect_preferred = bool,

@@ -8,7 +8,9 @@ local request = resource.request
 
 local _M = {}
 
---- `POST /v1/funds-confirmations` (PIIS; needs the PSP_IC role).
+--- `POST /v1/funds-confirmations` (PIIS; needs the PSP_IC role);
+-- `client:confirm_funds(body, opts)` calls it.
+-- @param client the client
 -- @param body `{ account = {...}, instructedAmount = {...}, cardNumber, payee }`
 -- @param opts `{ consent_id = ..., token = store key }`
 -- @return fundsAvailable (boolean), body | nil, err

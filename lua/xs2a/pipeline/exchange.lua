@@ -37,6 +37,7 @@ end
 -- method, no path) raise at `level`; runtime failures return nil, err.
 -- @param ctx the client context (`base_url`, `root`, `origin`, `roles`, `limiter`, `store`, `profile`)
 -- @param req the caller's request (see `client:request`)
+-- @param[opt] level the stack level of the caller, for `error` (default 1)
 -- @return exchange, or nil, err
 function _M.new(ctx, req, level)
   level = (level or 1) + 1

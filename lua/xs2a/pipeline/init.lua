@@ -65,7 +65,7 @@ local function fail(ex, kind, code, text)
     request_id = ex.request_id })
 end
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- stages
 
 local stages = {}
@@ -191,8 +191,12 @@ end
 -- request left (`err.sent`).
 function stages.send(ctx, ex)
   local treq = ex.treq
-  log(ctx, ex, "debug", "request", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
-    url = ex.url, headers = treq.headers, body = ex.body, service = ex.service })
+  -- (the debug events' field tables are built only when someone logs)
+  local logging = ctx._logger ~= nil
+  if logging then
+    log(ctx, ex, "debug", "request", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
+      url = ex.url, headers = treq.headers, body = ex.body, service = ex.service })
+  end
   ex.started = date.now()
   local ok, res, terr = pcall(ctx.transport.request, ctx.transport, treq)
   if ex.release then
@@ -215,8 +219,10 @@ function stages.send(ctx, ex)
   ex.res = res
   ex.out = { status = status, headers = rheaders, body = rbody, request_id = ex.request_id,
     response_request_id = rheaders["x-request-id"], reused = res.reused }
-  log(ctx, ex, "debug", "response", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
-    path = ex.path, status = status, headers = rheaders, body = rbody, duration = date.now() - ex.started })
+  if logging then
+    log(ctx, ex, "debug", "response", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
+      path = ex.path, status = status, headers = rheaders, body = rbody, duration = date.now() - ex.started })
+  end
   return ex
 end
 
@@ -311,7 +317,7 @@ end
 _M.ORDER = { "prepare", "attach_token", "spend_unit", "acquire_limit", "sign", "send", "verify", "decode",
   "map_error" }
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- the runner
 
 --- Runs one attempt through every stage.

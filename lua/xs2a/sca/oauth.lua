@@ -2,7 +2,7 @@
 -- (PKCE S256) and the code exchange. Token records and their refresh are in
 -- `xs2a.sca.tokens`; `read_record`, `refresh`, `forget`, `set_record` and
 -- `access_token` are re-exported here for tools.
--- @module xs2a.oauth
+-- @module xs2a.sca.oauth
 local json = require "xs2a.codec.json"
 local errors = require "xs2a.errors"
 local url_mod = require "xs2a.net.url"

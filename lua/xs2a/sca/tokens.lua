@@ -55,8 +55,6 @@ local function store_error(what, why)
     message = "oauth: token store " .. what .. " failed: " .. tostring(why) }
 end
 
---- The token record of `token_key`.
--- @return record | nil (none) | nil, err (the store failed)
 local function read_record(client, token_key)
   if not client.store then return nil end
   local raw, why = client.store:get(_M.store_key(token_key))
@@ -68,6 +66,13 @@ local function read_record(client, token_key)
   if type(rec) ~= "table" or type(rec.access_token) ~= "string" then return nil end
   return rec
 end
+
+--- The token record of `token_key` (`{ access_token, refresh_token,
+-- token_type, expires_at, scope, token_endpoint }`), for tools.
+-- @param client the client (its store)
+-- @tparam string token_key the resource's token key
+-- @return record | nil (none) | nil, err (the store failed)
+-- @function read_record
 _M.read_record = read_record
 
 -- How long a refresh token may work: no longer than its consent (the end
@@ -169,7 +174,10 @@ end
 -- token already differs from `stale`, someone else rotated it: that token is
 -- returned and no second refresh is made (a rotated refresh token must not be
 -- used twice).
+-- @param client the client (its `store` holds the token record)
+-- @tparam string token_key the resource's token key ("consent:<id>", "payment:<id>")
 -- @tparam[opt] string stale the access token the caller found unusable
+-- @tparam[opt] table opts `{ lock_wait = seconds }`
 -- @return access_token | nil, err
 function _M.refresh(client, token_key, stale, opts)
   opts = opts or {}

@@ -28,6 +28,10 @@ local function parse_signature_header(v)
   for k, val in str_gmatch(v, '([%w]+)%s*=%s*"([^"]*)"') do p[k] = val end
   return p
 end
+--- Parses a Berlin Group `Signature` header into its parameters.
+-- @tparam string v the header value (`keyId="...",algorithm="...",headers="...",signature="..."`)
+-- @treturn table `{ keyId =, algorithm =, headers =, signature = }` (what is present)
+-- @function parse_signature_header
 _M.parse_signature_header = parse_signature_header
 
 local function normalise_serial(s)
