@@ -7,9 +7,13 @@
  * no PKCS#11 provider package in bookworm, and an engine key is an ordinary
  * EVP_PKEY that EVP_PKEY_sign, SSL_CTX_use_PrivateKey (curl) and
  * SSL_use_PrivateKey (nginx cosockets) accept unchanged. So the deprecated
- * calls live in this one file, which alone is compiled with
- * -Wno-deprecated-declarations (see the Makefile and the rockspec); every
- * other file keeps -Werror for deprecations too.
+ * calls live in this one file, which alone defines OPENSSL_SUPPRESS_DEPRECATED
+ * before including OpenSSL: that drops the deprecation attributes of
+ * OpenSSL's declarations here, as -Wno-deprecated-declarations would, but
+ * only for OpenSSL and only for this file, and it works the same in the
+ * Makefile and in the rockspec (whose builtin backend has no per-file
+ * flags). Every other file still fails the build (-Werror) on a deprecated
+ * call.
  *
  * The key never leaves the token: the engine returns a key handle whose
  * private operations are PKCS#11 calls. The PIN is read from the option, the
