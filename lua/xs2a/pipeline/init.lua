@@ -171,8 +171,12 @@ end
 -- request left (`err.sent`).
 function stages.send(ctx, ex)
   local treq = ex.treq
-  ctx:log("debug", "request", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
-    url = ex.url, headers = treq.headers, body = ex.body, service = ex.service })
+  -- (the debug events' field tables are built only when someone logs)
+  local logging = ctx._logger ~= nil
+  if logging then
+    ctx:log("debug", "request", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
+      url = ex.url, headers = treq.headers, body = ex.body, service = ex.service })
+  end
   ex.started = date.now()
   local ok, res, terr = pcall(ctx.transport.request, ctx.transport, treq)
   if ex.release then
@@ -195,8 +199,10 @@ function stages.send(ctx, ex)
   ex.res = res
   ex.out = { status = status, headers = rheaders, body = rbody, request_id = ex.request_id,
     response_request_id = rheaders["x-request-id"], reused = res.reused }
-  ctx:log("debug", "response", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
-    path = ex.path, status = status, headers = rheaders, body = rbody, duration = date.now() - ex.started })
+  if logging then
+    ctx:log("debug", "response", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
+      path = ex.path, status = status, headers = rheaders, body = rbody, duration = date.now() - ex.started })
+  end
   return ex
 end
 
