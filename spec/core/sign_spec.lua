@@ -186,6 +186,16 @@ describe("xs2a.sign", function()
       assert.is_false((sign.verify_berlin({ headers = removed, body = req.body }, { cert = read(pki("ca.pem")) })))
     end)
 
+    it("signs what the verifier reads when a header comes in two spellings", function()
+      local req = ig_request()
+      req.headers["psu-id"] = "other"
+      req.headers["Digest"], req.headers["DIGEST"] = "SHA-256=a", "SHA-256=b"
+      assert(sign.berlin(qseal):sign(req))
+      assert.is_nil(req.headers.DIGEST)
+      assert.matches("psu%-id", params(req.headers.Signature).headers)
+      assert.is_true(sign.verify_berlin(req, { cert = read(pki("ca.pem")) }))
+    end)
+
     it("fails closed without a trust anchor, and pins the signer's organisation", function()
       local req = ig_request()
       assert(sign.berlin(qseal):sign(req))
