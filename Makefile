@@ -55,7 +55,7 @@ $(BUILD)/pki/qwac.pem: sandbox/bin/mkpki
 	sh sandbox/bin/mkpki $(BUILD)/pki
 
 lint:
-	luacheck -q lua spec sandbox/lua examples bench fuzz
+	luacheck -q lua spec sandbox/lua examples bench fuzz bin/xs2a
 
 # The README's test command: deps, build, lint, every suite, one summary line.
 test:
@@ -73,9 +73,10 @@ sandbox: all pki
 sandbox-stop:
 	@sh sandbox/bin/sandbox stop
 
+# only what the demo needs: no browser, no test tools, no LuaJIT build
 demo:
-	@sh scripts/deps
-	@$(MAKE) --no-print-directory all pki
+	@XS2A_DEPS=demo sh scripts/deps
+	@$(MAKE) --no-print-directory lua54 pki
 	@sh scripts/demo
 
 bench: all pki
@@ -106,9 +107,10 @@ test-c:
 	@sh spec/c/run
 
 install: lua54
-	install -d $(DESTDIR)$(INST_LIBDIR)/xs2a $(DESTDIR)$(INST_LUADIR)
+	install -d $(DESTDIR)$(INST_LIBDIR)/xs2a $(DESTDIR)$(INST_LUADIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/lua5.4/xs2a/core.so $(DESTDIR)$(INST_LIBDIR)/xs2a/core.so
 	cd lua && find xs2a -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(INST_LUADIR)/{} \;
+	install -m 0755 bin/xs2a $(DESTDIR)$(PREFIX)/bin/xs2a
 
 clean:
 	rm -rf $(BUILD)/lua5.1 $(BUILD)/lua5.2 $(BUILD)/lua5.3 $(BUILD)/lua5.4 $(BUILD)/luajit $(BUILD)/test-results

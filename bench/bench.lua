@@ -11,7 +11,7 @@ package.cpath = (is_jit and "./build/luajit/?.so;" or "./build/lua5.4/?.so;") ..
 local core = require "xs2a.core"
 local identity = require "xs2a.identity"
 local sign = require "xs2a.sign"
-local json = require "xs2a.json"
+local json = require "xs2a.codec.json"
 local cjson = require "cjson"
 
 local PKI = (os.getenv("XS2A_PKI") or "build/pki") .. "/"

@@ -28,6 +28,8 @@ typedef struct xs2a_identity xs2a_identity;
 xs2a_identity *xs2a_checkidentity(lua_State *L, int idx);   /* raises if closed */
 struct x509_st *xs2a_identity_cert(xs2a_identity *id);
 struct evp_pkey_st *xs2a_identity_key(xs2a_identity *id);
+struct stack_st_X509;
+struct stack_st_X509 *xs2a_identity_chain(xs2a_identity *id);   /* extra certificates, may be NULL */
 /* PEM (certificate, extra certificates) and private key as PEM, in buffers
  * that the caller frees with OPENSSL_clear_free(buf, len). 0 on failure. */
 int xs2a_identity_pem(xs2a_identity *id, char **cert, size_t *cert_len,
@@ -51,6 +53,11 @@ int xs2a_ec_raw2der(const unsigned char *raw, size_t raw_len,
 struct x509_st *xs2a_parsecert(const char *s, size_t len);
 /* pushes the info() table of cert */
 void xs2a_pushcertinfo(lua_State *L, struct x509_st *cert);
+/* signs data (hashed here with o->md) with the identity's key into sig;
+ * *siglen: buffer size in, signature length out; 1 ok, 0 error queued */
+int xs2a_identity_sign_raw(xs2a_identity *id, const xs2a_sigopts *o,
+                           const unsigned char *data, size_t len,
+                           unsigned char *sig, size_t *siglen);
 /* byte size of one ECDSA half (r or s) for an EC key, 0 if not EC */
 size_t xs2a_ec_halfsize(const struct evp_pkey_st *key);
 

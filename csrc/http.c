@@ -41,6 +41,8 @@
 #include <time.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include "core.h"
 
 /* The only mutable C global: libcurl's process-wide initialisation. */
@@ -52,6 +54,7 @@ static int http_curl_ready = 0;
 #define MAX_HEADER_BYTES (256 * 1024)     /* all header lines of one response */
 #define MAX_TIMEOUT 86400000              /* one day, in ms */
 #define DRIVE_SLICE 1000                  /* longest single wait inside request() */
+#define MAX_CONNECTS 64                   /* idle connections kept by a session */
 
 enum { XF_NEW, XF_RUNNING, XF_DONE, XF_CLAIMED };
 
@@ -85,8 +88,12 @@ struct xs2a_session {
   CURLM *multi;                /* owned */
   xfer *xfers;                 /* owned list */
   lua_Integer next_id;
-  char *cert; size_t cert_len; /* owned, OPENSSL_clear_free: identity certificate chain (PEM) */
-  char *key; size_t key_len;   /* owned, OPENSSL_clear_free: identity private key (PEM) */
+  /* TLS objects parsed once per session and installed into each new
+   * connection's SSL_CTX by ssl_ctx_setup (up-referenced, freed on close) */
+  X509 *cert;                  /* identity certificate, NULL = none or cert_file mode */
+  STACK_OF(X509) *chain;       /* its extra certificates, may be NULL */
+  EVP_PKEY *key;               /* its private key (never exported as PEM) */
+  X509_STORE *store;           /* trust anchors: ca_file or the system store */
   char *cert_file, *key_file;  /* owned copies of paths (alternative to an identity) */
   char *ca_file;               /* owned copy of a path, NULL = system store */
   char *proxy;                 /* owned copy, NULL = no proxy at all */
@@ -163,6 +170,28 @@ static int is_token(const char *s, size_t n) {
 
 /* ------------------------------------------------------------------ */
 /* libcurl callbacks: plain C, never touch Lua                         */
+
+/* CURLOPT_SSL_CTX_FUNCTION: called for each new connection, after
+ * libcurl set up its SSL_CTX and before the handshake. Installs the trust
+ * store and the identity that the session parsed once. */
+static CURLcode ssl_ctx_setup(CURL *curl, void *sslctx, void *ud) {
+  SSL_CTX *ctx = (SSL_CTX *)sslctx;
+  xs2a_session *s = (xs2a_session *)ud;
+  int i;
+  (void)curl;
+  SSL_CTX_set1_cert_store(ctx, s->store);
+#ifdef SSL_OP_CLEANSE_PLAINTEXT
+  /* wipe decrypted records (tokens) when OpenSSL releases its buffers */
+  SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT);
+#endif
+  if (s->cert != NULL) {
+    if (SSL_CTX_use_certificate(ctx, s->cert) != 1 || SSL_CTX_use_PrivateKey(ctx, s->key) != 1)
+      return CURLE_SSL_CERTPROBLEM;
+    for (i = 0; s->chain != NULL && i < sk_X509_num(s->chain); i++)
+      if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(s->chain, i)) != 1) return CURLE_SSL_CERTPROBLEM;
+  }
+  return CURLE_OK;
+}
 
 static size_t on_body(char *ptr, size_t size, size_t n, void *ud) {
   xfer *x = (xfer *)ud;
@@ -340,18 +369,14 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
   curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-  if (s->ca_file != NULL) curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
-  if (s->cert != NULL) {
-    /* NOCOPY: the session owns the one copy of the key and wipes it on
-     * close; every easy handle is cleaned up before that */
-    struct curl_blob cb, kb;
-    cb.data = s->cert; cb.len = s->cert_len; cb.flags = CURL_BLOB_NOCOPY;
-    kb.data = s->key; kb.len = s->key_len; kb.flags = CURL_BLOB_NOCOPY;
-    curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cb);
-    curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
-    curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &kb);
-    curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
-  } else if (s->cert_file != NULL) {
+  /* The trust store and the identity are parsed once per session and
+   * installed by ssl_ctx_setup; libcurl loads no CA file or key itself
+   * (it would parse them again for every new connection). */
+  curl_easy_setopt(e, CURLOPT_CAINFO, NULL);
+  curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+  curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_setup);
+  curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, (void *)s);
+  if (s->cert_file != NULL) {
     curl_easy_setopt(e, CURLOPT_SSLCERT, s->cert_file);
     curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
     curl_easy_setopt(e, CURLOPT_SSLKEY, s->key_file != NULL ? s->key_file : s->cert_file);
@@ -677,8 +702,10 @@ static void session_release(xs2a_session *s) {
   }
   if (s->multi != NULL) { curl_multi_cleanup(s->multi); s->multi = NULL; }
   if (s->share != NULL) { curl_share_cleanup(s->share); s->share = NULL; }
-  if (s->cert != NULL) { OPENSSL_clear_free(s->cert, s->cert_len); s->cert = NULL; }
-  if (s->key != NULL) { OPENSSL_clear_free(s->key, s->key_len); s->key = NULL; }
+  if (s->cert != NULL) { X509_free(s->cert); s->cert = NULL; }
+  if (s->chain != NULL) { sk_X509_pop_free(s->chain, X509_free); s->chain = NULL; }
+  if (s->key != NULL) { EVP_PKEY_free(s->key); s->key = NULL; }
+  if (s->store != NULL) { X509_STORE_free(s->store); s->store = NULL; }
   free(s->cert_file); s->cert_file = NULL;
   free(s->key_file); s->key_file = NULL;
   free(s->ca_file); s->ca_file = NULL;
@@ -718,6 +745,34 @@ static const char *opt_str(lua_State *L, int t, const char *name) {
   }
   lua_pop(L, 1);   /* the string stays alive in the opts table */
   return v;
+}
+
+/* up-references the identity's certificate, chain and key (they stay
+ * valid when the identity is closed) */
+static int take_identity(xs2a_session *s, xs2a_identity *id) {
+  X509 *cert = xs2a_identity_cert(id);
+  EVP_PKEY *key = xs2a_identity_key(id);
+  STACK_OF(X509) *chain = xs2a_identity_chain(id);
+  if (cert == NULL || key == NULL || !X509_up_ref(cert)) return 0;
+  s->cert = cert;
+  if (!EVP_PKEY_up_ref(key)) return 0;
+  s->key = key;
+  if (chain != NULL && (s->chain = X509_chain_up_ref(chain)) == NULL) return 0;
+  return 1;
+}
+
+/* the trust store of every connection: ca_file, or OpenSSL's default
+ * paths (the system store); libcurl's partial-chain and trusted-first
+ * behaviour is kept */
+static int make_store(xs2a_session *s) {
+  if ((s->store = X509_STORE_new()) == NULL) return 0;
+  if (s->ca_file != NULL) {
+    if (X509_STORE_load_file(s->store, s->ca_file) != 1) return 0;
+  } else if (X509_STORE_set_default_paths(s->store) != 1) {
+    return 0;
+  }
+  X509_STORE_set_flags(s->store, X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_TRUSTED_FIRST);
+  return 1;
 }
 
 static int readable(const char *path) {
@@ -785,9 +840,13 @@ static int session_new(lua_State *L) {
       (key_file != NULL && (s->key_file = dupstr(key_file)) == NULL) ||
       (proxy != NULL && (s->proxy = dupstr(proxy)) == NULL))
     goto oom;
-  if (id != NULL && !xs2a_identity_pem(id, &s->cert, &s->cert_len, &s->key, &s->key_len)) {
+  if (id != NULL && !take_identity(s, id)) {
     session_release(s);
-    return xs2a_pusherror(L, "http_session", "cannot export the identity for TLS", "client_cert");
+    return xs2a_pusherror(L, "http_session", "cannot take the identity for TLS", "client_cert");
+  }
+  if (!make_store(s)) {
+    session_release(s);
+    return xs2a_pusherror(L, "http_session", "cannot load the trust store (ca_file)", "tls");
   }
   if ((s->share = curl_share_init()) == NULL || (s->multi = curl_multi_init()) == NULL)
     goto oom;
@@ -795,6 +854,10 @@ static int session_new(lua_State *L) {
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
   curl_multi_setopt(s->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  /* libcurl's default (4 x the transfers attached right now) shrinks the
+   * connection cache whenever parallel transfers finish, closing
+   * connections that the next batch must open again */
+  curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)MAX_CONNECTS);
   return 1;
 
 oom:

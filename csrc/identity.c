@@ -17,10 +17,18 @@
 #include <openssl/x509v3.h>
 #include "core.h"
 
+#define SIGN_SLOTS 6       /* sha256, sha384, sha512 x PKCS#1 v1.5 / PSS (EC: v1.5 slot) */
+
 struct xs2a_identity {
   X509 *cert;              /* owned; NULL = closed */
   EVP_PKEY *key;           /* owned */
   STACK_OF(X509) *chain;   /* owned, may be NULL (no extra certificates) */
+  /* Signing contexts made once per (hash, padding) and reused: EVP_PKEY_sign
+   * on an initialised EVP_PKEY_CTX can be called again and again, which saves
+   * the provider fetches of EVP_DigestSignInit on every signature. */
+  EVP_PKEY_CTX *sctx[SIGN_SLOTS];
+  EVP_MD *md[3];           /* fetched digests for the slots (EVP_sha256() and
+                              friends would be fetched again on every use) */
 };
 
 #define INPUT_LIMIT (4 * 1024 * 1024)   /* no credential file is this big */
@@ -278,6 +286,15 @@ static int load_p12(lua_State *L, const input *in, passctx *pc, xs2a_identity *i
 /* The userdata                                                        */
 
 static void identity_free(xs2a_identity *id) {
+  int i;
+  for (i = 0; i < SIGN_SLOTS; i++) {
+    EVP_PKEY_CTX_free(id->sctx[i]);
+    id->sctx[i] = NULL;
+  }
+  for (i = 0; i < 3; i++) {
+    EVP_MD_free(id->md[i]);
+    id->md[i] = NULL;
+  }
   if (id->cert != NULL) { X509_free(id->cert); id->cert = NULL; }
   if (id->key != NULL) { EVP_PKEY_free(id->key); id->key = NULL; }  /* clears key memory */
   if (id->chain != NULL) { sk_X509_pop_free(id->chain, X509_free); id->chain = NULL; }
@@ -291,6 +308,7 @@ xs2a_identity *xs2a_checkidentity(lua_State *L, int idx) {
 
 X509 *xs2a_identity_cert(xs2a_identity *id) { return id->cert; }
 EVP_PKEY *xs2a_identity_key(xs2a_identity *id) { return id->key; }
+STACK_OF(X509) *xs2a_identity_chain(xs2a_identity *id) { return id->chain; }
 
 static int bio_take(BIO *b, char **out, size_t *out_len) {
   char *p;
@@ -376,9 +394,7 @@ static int identity_new(lua_State *L) {
   pc.asked = 0;
 
   id = (xs2a_identity *)lua_newuserdatauv(L, sizeof *id, 0);
-  id->cert = NULL;
-  id->key = NULL;
-  id->chain = NULL;                   /* closed: safe to collect from here on */
+  memset(id, 0, sizeof *id);          /* closed: safe to collect from here on */
   luaL_setmetatable(L, XS2A_IDENTITY);
 
   if (p12_s != NULL) {
@@ -755,50 +771,80 @@ size_t xs2a_ec_halfsize(const EVP_PKEY *key) {
   return ((size_t)EVP_PKEY_bits(key) + 7) / 8;
 }
 
+/* the digest of a slot, fetched once per identity (not per process: the
+ * core may be unloaded with its Lua state, and a static cache would leak) */
+static const EVP_MD *fetched_md(xs2a_identity *id, int slot) {
+  static const char *const names[3] = {"SHA2-256", "SHA2-384", "SHA2-512"};
+  if (id->md[slot] == NULL) id->md[slot] = EVP_MD_fetch(NULL, names[slot], NULL);
+  return id->md[slot];
+}
+
+static int md_slot(const EVP_MD *md) {
+  switch (EVP_MD_get_type(md)) {
+    case NID_sha256: return 0;
+    case NID_sha384: return 1;
+    case NID_sha512: return 2;
+    default: return -1;
+  }
+}
+
+/* the reusable signing context for (md, pss); NULL on failure (error queued) */
+static EVP_PKEY_CTX *sign_ctx(xs2a_identity *id, int slot, int pss, int is_ec) {
+  EVP_PKEY_CTX *c;
+  int i = slot * 2 + pss;
+  if (id->sctx[i] != NULL) return id->sctx[i];
+  if ((c = EVP_PKEY_CTX_new(id->key, NULL)) == NULL) return NULL;
+  if (EVP_PKEY_sign_init(c) <= 0 || EVP_PKEY_CTX_set_signature_md(c, fetched_md(id, slot)) <= 0 ||
+      (!is_ec && EVP_PKEY_CTX_set_rsa_padding(c, pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) <= 0) ||
+      (pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(c, RSA_PSS_SALTLEN_DIGEST) <= 0)) {
+    EVP_PKEY_CTX_free(c);
+    return NULL;
+  }
+  return id->sctx[i] = c;
+}
+
+/* Signs data with the identity's key into sig (size *siglen in, length out).
+ * 1 on success; 0 with the OpenSSL error queued. Shared with the HSM code. */
+int xs2a_identity_sign_raw(xs2a_identity *id, const xs2a_sigopts *o,
+                           const unsigned char *data, size_t len,
+                           unsigned char *sig, size_t *siglen) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  int slot = md_slot((const EVP_MD *)o->md);
+  int is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
+  EVP_PKEY_CTX *c;
+  if (slot < 0 || fetched_md(id, slot) == NULL) return 0;
+  if ((c = sign_ctx(id, slot, o->pss, is_ec)) == NULL) return 0;
+  if (!EVP_Digest(data, len, md, &mdlen, fetched_md(id, slot), NULL)) return 0;
+  return EVP_PKEY_sign(c, sig, siglen, md, mdlen) > 0;
+}
+
+#define SIG_MAX 1024       /* RSA up to 8192 bits; ECDSA DER is far smaller */
+
 /* identity:sign(data, {hash=, padding=, ec_format=}) -> signature bytes | nil, err */
 static int identity_sign(lua_State *L) {
   xs2a_identity *id = xs2a_checkidentity(L, 1);
-  size_t len, siglen = 0;
+  size_t len, siglen = SIG_MAX;
   const char *data = luaL_checklstring(L, 2, &len);
   int is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
   xs2a_sigopts o;
-  EVP_MD_CTX *ctx = NULL;
-  EVP_PKEY_CTX *pctx = NULL;
-  unsigned char *sig = NULL;
-  int ok = 0;
+  unsigned char sig[SIG_MAX];
   xs2a_checksigopts(L, 3, &o);
   if (o.pss && is_ec) return luaL_argerror(L, 3, "padding 'pss' needs an RSA key");
   ERR_clear_error();
-  if ((ctx = EVP_MD_CTX_new()) == NULL) goto cleanup;
-  if (EVP_DigestSignInit(ctx, &pctx, (const EVP_MD *)o.md, NULL, id->key) != 1) goto cleanup;
-  if (!is_ec) {
-    if (EVP_PKEY_CTX_set_rsa_padding(pctx, o.pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) <= 0)
-      goto cleanup;
-    if (o.pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0)
-      goto cleanup;
-  }
-  if (EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)data, len) != 1) goto cleanup;
-  if ((sig = OPENSSL_malloc(siglen)) == NULL) goto cleanup;
-  if (EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)data, len) != 1) goto cleanup;
-  ok = 1;
-cleanup:
-  EVP_MD_CTX_free(ctx);
-  if (!ok) {
-    OPENSSL_free(sig);
+  if (EVP_PKEY_get_size(id->key) > SIG_MAX)
+    return xs2a_pusherror(L, "identity.sign", "key too large", "unsupported");
+  if (!xs2a_identity_sign_raw(id, &o, (const unsigned char *)data, len, sig, &siglen))
     return xs2a_pushsslerror(L, "identity.sign");
-  }
   if (is_ec && o.ec_raw) {
     size_t half = xs2a_ec_halfsize(id->key);
     unsigned char raw[2 * 66];
-    if (half == 0 || half > 66 || !xs2a_ec_der2raw(sig, siglen, half, raw)) {
-      OPENSSL_free(sig);
+    if (half == 0 || half > 66 || !xs2a_ec_der2raw(sig, siglen, half, raw))
       return xs2a_pushsslerror(L, "identity.sign");
-    }
     lua_pushlstring(L, (const char *)raw, 2 * half);
   } else {
     lua_pushlstring(L, (const char *)sig, siglen);
   }
-  OPENSSL_free(sig);
   return 1;
 }
 

@@ -76,7 +76,7 @@ local function sandbox_accounts()
   local res, err = t:request{ method = "GET", url = BASE_URL .. "/_sandbox/accounts",
     headers = { Accept = "application/json" } }
   check(res, err and err.message, "GET /_sandbox/accounts")
-  return check(require("xs2a.json").decode(res.body), "bad JSON", "decode /_sandbox/accounts")
+  return check(require("xs2a.codec.json").decode(res.body), "bad JSON", "decode /_sandbox/accounts")
 end
 
 -- plays the PSU through one SCA redirect step and returns the flow's next step

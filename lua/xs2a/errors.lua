@@ -29,7 +29,9 @@
 -- `xs2a: 401 TOKEN_EXPIRED: The access token has expired (GET /v1/accounts, X-Request-ID 9c1...)`.
 -- Texts never contain tokens, PSU ids or full IBANs.
 -- @module xs2a.errors
-local util = require "xs2a.util"
+local redact = require "xs2a.redact"
+local date = require "xs2a.net.date"
+local json = require "xs2a.codec.json"
 
 local type, tostring, tonumber, setmetatable, getmetatable, ipairs = type, tostring, tonumber, setmetatable,
   getmetatable, ipairs
@@ -47,7 +49,7 @@ local function clean(s, max)
   if s == nil then return nil end
   s = tostring(s)
   s = str_gsub(s, "[%c]+", " ")
-  s = util.mask_text(s)
+  s = redact.mask_text(s)
   if max and #s > max then s = str_sub(s, 1, max) .. "..." end
   return s
 end
@@ -116,10 +118,20 @@ function _M.new(kind, fields)
   e.kind = kind
   e.text = clean(e.text or e.message, 500) or kind
   e.message = e.text
-  e.path = e.path and util.mask_text(e.path)
+  e.path = e.path and redact.mask_text(e.path)
   e.messages = e.messages or {}
   if e.retryable == nil then e.retryable = false end
   return setmetatable(e, Error)
+end
+
+--- An error from a table of fields: `kind`, `code`, `message` (the text)
+-- and any other Error field.
+function _M.make(fields)
+  local f = {}
+  for k, v in pairs(fields) do f[k] = v end
+  local kind = f.kind
+  f.kind, f.text, f.message = nil, f.text or f.message, nil
+  return _M.new(kind, f)
 end
 
 --- A configuration error (raised at client construction as `nil, err`).
@@ -137,7 +149,7 @@ function _M.parse_retry_after(v, now)
   v = str_match(v, "^%s*(.-)%s*$")
   if str_find(v, "^%d+$") then return tonumber(v) end
   if str_find(v, "^%d+%.%d+$") then return tonumber(v) end
-  local t = util.parse_http_date(v)
+  local t = date.parse_http(v)
   if not t then return nil end
   local d = t - (now or os.time())
   return d > 0 and d or 0
@@ -208,7 +220,7 @@ function _M.from_response(res, ctx)
   local body = res.json
   local ctype = str_lower(tostring(headers["content-type"] or ""))
   if body == nil and type(res.body) == "string" and str_find(res.body, "^%s*[{%[]") then
-    body = require("xs2a.json").decode(res.body)
+    body = json.decode(res.body)
   end
   local msgs = messages_from(body)
   local first

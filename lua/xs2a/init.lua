@@ -14,13 +14,12 @@ local LAZY = {
   crypto = "xs2a.crypto",
   store = "xs2a.store",
   errors = "xs2a.errors",
-  json = "xs2a.json",
+  json = "xs2a.codec.json",
   profiles = "xs2a.profile",
   profile = "xs2a.profile",
-  util = "xs2a.util",
   transport = "xs2a.transport",
-  oauth = "xs2a.oauth",
-  flow = "xs2a.flow",
+  oauth = "xs2a.sca.oauth",
+  flow = "xs2a.sca.flow",
   limiter = "xs2a.limiter",
 }
 
@@ -38,7 +37,7 @@ end
 --- Continues a saved SCA flow (`flow:save()`) with `client`.
 -- @return flow or nil, err
 function _M.resume(client, saved)
-  return require("xs2a.flow").resume(client, saved)
+  return require("xs2a.sca.flow").resume(client, saved)
 end
 
 return setmetatable(_M, {

@@ -22,7 +22,7 @@
 -- sleep that yields inside `xs2a.parallel` and nginx). It gives up with a
 -- `kind = "limit"` error when the wait would exceed `max_wait` seconds.
 -- @module xs2a.limiter
-local util = require "xs2a.util"
+local date = require "xs2a.net.date"
 local errors = require "xs2a.errors"
 
 local floor, max, min, random = math.floor, math.max, math.min, math.random
@@ -59,7 +59,7 @@ function _M.new(opts)
     per_hour = opts.per_hour or nil,
     concurrent = opts.concurrent or nil,
     sleep = opts.sleep or require("xs2a.parallel").sleep,
-    clock = opts.clock or util.now,
+    clock = opts.clock or date.now,
     lease_ttl = opts.lease_ttl or 120,
     max_wait = opts.max_wait or 30,
   }, Limiter)

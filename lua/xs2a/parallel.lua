@@ -29,14 +29,8 @@ local owners = setmetatable({}, { __mode = "k" })
 
 local WAIT_HTTP, SLEEP = {}, {}
 
-local core
-local function get_core()
-  if core == nil then
-    local ok, c = pcall(require, "xs2a.core")
-    core = ok and type(c) == "table" and c or false
-  end
-  return core or nil
-end
+local core = require "xs2a.core"
+local function get_core() return core end
 
 local function clock()
   local c = get_core()

@@ -14,7 +14,8 @@
 --
 -- `profile.get(name_or_table, overrides)` returns a validated copy.
 -- @module xs2a.profile
-local util = require "xs2a.util"
+local tables = require "xs2a.tables"
+local url = require "xs2a.net.url"
 
 local _M = {}
 
@@ -98,7 +99,7 @@ end
 function _M.validate(p)
   local name = p.name or "(unnamed)"
   if p.base_url ~= nil then
-    local u = util.parse_url(p.base_url)
+    local u = url.parse(p.base_url)
     if not u then return fail(name, "base_url must be an absolute http(s) URL") end
   end
   if type(p.root) ~= "string" or (p.root ~= "" and not p.root:find("^/[^?#]*[^/]$")) then
@@ -133,9 +134,9 @@ function _M.validate(p)
       end
     end
   end
-  p.signing_set = util.set(s.services)
-  p.product_set = util.set(p.products)
-  p.service_set = util.set(p.services)
+  p.signing_set = tables.set(s.services)
+  p.product_set = tables.set(p.products)
+  p.service_set = tables.set(p.services)
   return p
 end
 
@@ -149,15 +150,15 @@ function _M.get(spec, overrides)
   if type(spec) == "string" then
     if not profiles[spec] then return fail(spec, "unknown profile (known: paysera-berlin, paysera-georgia, "
       .. "berlin-group)") end
-    p = util.copy(profiles[spec])
+    p = tables.copy(profiles[spec])
   elseif type(spec) == "table" then
     if spec.base and not profiles[spec.base] then return fail(spec.base, "unknown base profile") end
-    p = spec.base and util.merge(profiles[spec.base], spec) or util.copy(spec)
+    p = spec.base and tables.merge(profiles[spec.base], spec) or tables.copy(spec)
     p.base = nil
   else
     return fail(tostring(spec), "profile must be a name or a table")
   end
-  if overrides then p = util.merge(p, overrides) end
+  if overrides then p = tables.merge(p, overrides) end
   return _M.validate(p)
 end
 
@@ -171,9 +172,9 @@ end
 
 --- Registers a profile under `p.name` (validated).
 function _M.register(p)
-  local ok, err = _M.validate(util.copy(p))
+  local ok, err = _M.validate(tables.copy(p))
   if not ok then return nil, err end
-  profiles[p.name] = util.copy(p)
+  profiles[p.name] = tables.copy(p)
   return true
 end
 

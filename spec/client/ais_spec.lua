@@ -3,7 +3,7 @@
 local sandbox = require "support.sandbox"
 local support = require "support.client"
 local errors = require "xs2a.errors"
-local json = require "xs2a.json"
+local json = require "xs2a.codec.json"
 
 local PSU = { psu_ip = "198.51.100.7" }
 
@@ -102,7 +102,7 @@ for _, variant in ipairs({ "berlin", "georgia" }) do
     end)
 
     it("refreshes once and retries when the bank says the token expired", function()
-      local oauth = require "xs2a.oauth"
+      local oauth = require "xs2a.sca.oauth"
       local sb = sandbox.shared()
       local c, events = support.new_client(variant, { capture_log = true })
       local k = assert(c:create_consent(consent_body(), PSU))

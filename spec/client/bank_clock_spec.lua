@@ -33,7 +33,7 @@ local function assert_reauthorise(err, client, consent)
   assert.is_table(err.cause)
   assert.equal("invalid_grant", err.cause.code)
   assert.matches("no longer valid", tostring(err))
-  assert.is_nil(require("xs2a.oauth").read_record(client, consent.token_key))
+  assert.is_nil(require("xs2a.sca.oauth").read_record(client, consent.token_key))
 end
 
 -- PSU present on every read, so frequencyPerDay stays out of the picture

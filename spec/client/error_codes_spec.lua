@@ -120,7 +120,7 @@ describe("error codes #network", function()
   end)
 
   it("403 RESOURCE_EXPIRED for PSU data sent to an authorisation that timed out", function()
-    sb:config{ sca = { approach = "embedded", auth_timeout = 1 } }
+    sb:config{ sca = { approach = "embedded", auth_timeout = 1, consent_auth_timeout = 1 } }
     local pending = {}
     each_variant(function(_, c)
       local consent = assert(c:create_consent(support.consent_body(), { psu = PSU }))

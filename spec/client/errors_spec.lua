@@ -1,5 +1,5 @@
 local errors = require "xs2a.errors"
-local util = require "xs2a.util"
+local date = require "xs2a.net.date"
 
 describe("xs2a.errors", function()
   local ctx = { method = "GET", path = "/v1/accounts", request_id = "9c1b2a34-0000-4000-8000-000000000001" }
@@ -45,12 +45,12 @@ describe("xs2a.errors", function()
     assert.equal(7, e1.retry_after)
     assert.is_true(e1.retryable)
     local now = os.time()
-    assert.equal(120, errors.parse_retry_after(util.http_date(now + 120), now))
-    assert.equal(0, errors.parse_retry_after(util.http_date(now - 5), now))
+    assert.equal(120, errors.parse_retry_after(date.http(now + 120), now))
+    assert.equal(0, errors.parse_retry_after(date.http(now - 5), now))
     assert.is_nil(errors.parse_retry_after("soon"))
-    assert.equal(784111777, util.parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"))
-    assert.equal(784111777, util.parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"))
-    assert.equal(784111777, util.parse_http_date("Sun Nov  6 08:49:37 1994"))
+    assert.equal(784111777, date.parse_http("Sun, 06 Nov 1994 08:49:37 GMT"))
+    assert.equal(784111777, date.parse_http("Sunday, 06-Nov-94 08:49:37 GMT"))
+    assert.equal(784111777, date.parse_http("Sun Nov  6 08:49:37 1994"))
   end)
 
   it("marks a lost answer to a non-idempotent request as outcome unknown", function()

@@ -139,7 +139,7 @@ describe("xs2a.flow #network", function()
     end)
 
     it("reports the bank's own expiry of an unanswered authorisation", function()
-      fs.configure{ sca = { approach = "decoupled", auth_timeout = 1 } }
+      fs.configure{ sca = { approach = "decoupled", auth_timeout = 1, consent_auth_timeout = 1 } }
       local client = fs.client("berlin")
       local consent = assert(client:create_consent(fs.consent_body(),
         { psu_ip = fs.PSU_IP, psu_id = "alice" }))

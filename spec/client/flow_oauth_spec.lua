@@ -2,8 +2,8 @@
 -- variants, plus the redirect approach with a confirmation code, multilevel
 -- SCA with two PSUs, and save/resume in a fresh client.
 local fs = require "client.flow_support"
-local oauth = require "xs2a.oauth"
-local json = require "xs2a.json"
+local oauth = require "xs2a.sca.oauth"
+local json = require "xs2a.codec.json"
 local xs2a = require "xs2a"
 
 -- runs the redirect step in the PSU's browser and returns the callback URL

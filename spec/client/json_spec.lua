@@ -1,4 +1,4 @@
-local json = require "xs2a.json"
+local json = require "xs2a.codec.json"
 
 describe("xs2a.json", function()
   describe(".encode()", function()

@@ -2,8 +2,8 @@
 -- rotating refresh tokens across two clients at once, one refresh and one
 -- retry on 401 TOKEN_EXPIRED, and no token in any log event.
 local fs = require "client.flow_support"
-local oauth = require "xs2a.oauth"
-local json = require "xs2a.json"
+local oauth = require "xs2a.sca.oauth"
+local json = require "xs2a.codec.json"
 local xs2a = require "xs2a"
 
 local TOKEN_POST = '"POST /xs2a/berlin/1%.3/oauth/token '

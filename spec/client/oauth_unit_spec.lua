@@ -1,6 +1,6 @@
 -- xs2a.oauth: the parts that need no bank (URL building, parsing, metadata
 -- checks, token records in a store).
-local oauth = require "xs2a.oauth"
+local oauth = require "xs2a.sca.oauth"
 local crypto = require "xs2a.crypto"
 local memory = require "xs2a.store.memory"
 

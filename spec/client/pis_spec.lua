@@ -124,6 +124,9 @@ end
 describe("funds confirmation #network", function()
   it("answers fundsAvailable on Berlin and is refused locally on Georgia", function()
     local sb = sandbox.shared()
+    -- Paysera: "coming soon", off in the sandbox unless switched on
+    sb:config{ funds_confirmation = true }
+    finally(function() sb:config{ funds_confirmation = false } end)
     local acc = ibans(sb, "berlin")
     local c = support.new_client("berlin")
     local ok, body = c:confirm_funds({ account = { iban = acc.debtor.iban },

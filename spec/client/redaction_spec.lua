@@ -3,7 +3,7 @@
 local sandbox = require "support.sandbox"
 local support = require "support.client"
 local helper = require "helper"
-local json = require "xs2a.json"
+local json = require "xs2a.codec.json"
 
 describe("log redaction #network", function()
   it("never logs a token, key, PSU-ID or full IBAN", function()
@@ -20,7 +20,7 @@ describe("log redaction #network", function()
       n = n + 1
     end
     assert.is_true(n > 0)
-    local oauth = require "xs2a.oauth"
+    local oauth = require "xs2a.sca.oauth"
     local rec = assert(oauth.read_record(c, consent.token_key))
     -- force a refresh so refresh tokens go over the wire too
     assert(oauth.refresh(c, consent.token_key, rec.access_token))
@@ -96,7 +96,7 @@ describe("secrets in SCA input, errors, saved flows and tostring #network", func
     step = assert(flow:next{ otp = "123456" })
     assert.equal("valid", step.status)
     local saved_done = assert(json.encode(flow:save()))
-    local rec = assert(require("xs2a.oauth").read_record(c, consent.token_key) or { access_token = "-" })
+    local rec = assert(require("xs2a.sca.oauth").read_record(c, consent.token_key) or { access_token = "-" })
 
     local texts = { saved, saved_done, tostring(perr), tostring(oerr), tostring(flow), tostring(c),
       tostring(consent), tostring(c.store), tostring(c.qwac), tostring(c.qseal), tostring(c.transport) }

@@ -6,7 +6,7 @@
 local tlsserver = require "support.tlsserver"
 local support = require "support.client"
 local errors = require "xs2a.errors"
-local json = require "xs2a.json"
+local json = require "xs2a.codec.json"
 
 local ROOT = "/xs2a/berlin/1.3"
 

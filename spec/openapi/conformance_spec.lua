@@ -23,7 +23,7 @@ describe("OpenAPI 1.3.11 conformance #network", function()
   local sb, accounts
 
   setup(function()
-    sb = sandbox.start{ config = { record = true, signing_baskets = true,
+    sb = sandbox.start{ config = { record = true, signing_baskets = true, funds_confirmation = true,
       rate = { per_second = 1000, per_hour = 100000, concurrent = 50 } } }
     local _, body = sb:control("GET", "/accounts")
     accounts = {}

@@ -47,7 +47,7 @@ describe("#openresty token refresh from several workers", function()
   end)
 
   it("refreshes once for a burst of concurrent requests", function()
-    assert.equal(oauth_skew, require("xs2a.oauth").SKEW)
+    assert.equal(oauth_skew, require("xs2a.sca.oauth").SKEW)
     local key = "refresh-" .. os.time() .. "-" .. math.random(1, 1e9)
     local start = call("consent_start", { key = key })
     local location, page = psu.authorize(start.url, { username = "alice", password = "alice-pass",

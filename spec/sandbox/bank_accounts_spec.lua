@@ -223,7 +223,7 @@ describe("sandbox bank #network consents and accounts", function()
       local base = "/v1/accounts/" .. berlin:main().resourceId .. "/transactions"
       local cases = {
         { "?dateFrom=2026-01-01", "FORMAT_ERROR" },
-        { "?bookingStatus=all&dateFrom=2026-01-01", "FORMAT_ERROR" },
+        { "?bookingStatus=everything&dateFrom=2026-01-01", "FORMAT_ERROR" },
         { "?bookingStatus=booked", "FORMAT_ERROR" },
         { "?bookingStatus=booked&dateFrom=2026-13-01", "FORMAT_ERROR" },
         { "?bookingStatus=booked&dateFrom=2026-05-01&dateTo=2026-04-01", "PERIOD_INVALID" },
@@ -234,6 +234,11 @@ describe("sandbox bank #network consents and accounts", function()
         assert.equal(400, res.status, c[1])
         assert.equal(c[2], res.json.code, c[1])
       end
+      -- bookingStatus=all (Berlin Group 1.3.9+): booked, pending and information together
+      local all = berlin:ais(base .. "?bookingStatus=all&dateFrom=2026-01-01", id, tok.access_token)
+      assert.equal(200, all.status)
+      assert.truthy(all.json.transactions.booked and all.json.transactions.pending)
+      assert.truthy(all.json.transactions.information)
       local xml = berlin:ais(base .. "?bookingStatus=booked&dateFrom=2026-01-01", id, tok.access_token,
         { headers = { Accept = "application/xml" } })
       assert.equal(406, xml.status)
@@ -286,7 +291,15 @@ describe("sandbox bank #network consents and accounts", function()
   end)
 
   describe("funds confirmation", function()
-    it("answers fundsAvailable from the ledger", function()
+    it("is off by default (Paysera: coming soon): 405 SERVICE_INVALID", function()
+      local res = berlin:call("POST", "/v1/funds-confirmations", { body = {
+        account = { iban = berlin:main().iban }, instructedAmount = { currency = "EUR", amount = "1" } } })
+      assert.equal(405, res.status)
+      assert.equal("SERVICE_INVALID", res.json.code)
+    end)
+
+    it("answers fundsAvailable from the ledger when switched on", function()
+      H.configure(sb, { funds_confirmation = true })
       local main, low = berlin:main(), berlin:account("low-balance")
       local function ask(iban, amount)
         return berlin:call("POST", "/v1/funds-confirmations", { body = {

@@ -162,7 +162,7 @@ function Tpp:oauth(scope, user, opts)
   opts = opts or {}
   local url, verifier, state = self:authorization_url(scope, opts)
   local location, page = psu.authorize(url, { username = user or "alice", password = (user or "alice") .. "-pass",
-    decision = opts.decision or "approve" })
+    decision = opts.decision or "approve", choose = opts.choose })
   assert(location, "authorization page did not redirect: " .. tostring(page and page.error or page and page.html))
   local q = psu.query(location)
   assert(q.state == state, "state not echoed")
@@ -204,8 +204,11 @@ end
 
 --- Back to the defaults the bank specs run with.
 function H.restore(sb)
-  return H.configure(sb, { sca = { approach = "oauth", multilevel = 1, decoupled_delay = 0, auth_timeout = 900 },
-    token_ttl = 3600, refresh_ttl = 7776000, code_ttl = 300, page_size = 50, signing_baskets = false })
+  return H.configure(sb, { sca = { approach = "oauth", multilevel = 1, decoupled_delay = 0, auth_timeout = 900,
+      consent_auth_timeout = 86400, honour_preferred = false, oauth_link = true, status_field = "scaStatus" },
+    token_ttl = 3600, refresh_ttl = 7776000, code_ttl = 300, page_size = 50, signing_baskets = false,
+    funds_confirmation = false, oauth_metadata = "variant", token_error_status = 401, frequency_rule = "resource",
+    consent_over_max = "cap", multiple_consents = "keep" })
 end
 
 H.psu = psu

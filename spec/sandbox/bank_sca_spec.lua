@@ -11,7 +11,8 @@ describe("sandbox bank #network SCA approaches", function()
   after_each(function() H.restore(sb) end)
 
   local function sca(extra)
-    local s = { approach = "oauth", multilevel = 1, decoupled_delay = 0, auth_timeout = 900 }
+    local s = { approach = "oauth", multilevel = 1, decoupled_delay = 0, auth_timeout = 900,
+      consent_auth_timeout = 86400, honour_preferred = false }
     for k, v in pairs(extra) do s[k] = v end
     H.configure(sb, { sca = s })
   end
@@ -119,7 +120,7 @@ describe("sandbox bank #network SCA approaches", function()
       assert.equal(201, a.status)
       assert.equal("started", a.json.scaStatus)
 
-      sca({ approach = "decoupled", auth_timeout = 1 })
+      sca({ approach = "decoupled", auth_timeout = 1, consent_auth_timeout = 1 })
       local late = berlin:create_consent(nil, { ["PSU-ID"] = "alice" })
       os.execute("sleep 1.2")
       assert.equal("valid", consent_status(berlin, res.json.consentId))
@@ -258,7 +259,14 @@ describe("sandbox bank #network SCA approaches", function()
   end)
 
   describe("TPP-Redirect-Preferred", function()
-    it("selects embedded or decoupled when the TPP prefers no redirect", function()
+    it("is not honoured by default (Paysera: OAuth only)", function()
+      local e = berlin:create_consent(nil, { ["TPP-Redirect-Preferred"] = "false" })
+      assert.equal("REDIRECT", e.headers["aspsp-sca-approach"])
+      assert.truthy(e.json._links.scaOAuth)
+    end)
+
+    it("selects embedded or decoupled when the TPP prefers no redirect (honour_preferred)", function()
+      sca({ honour_preferred = true })
       local e = berlin:create_consent(nil, { ["TPP-Redirect-Preferred"] = "false" })
       assert.equal("EMBEDDED", e.headers["aspsp-sca-approach"])
       local d = berlin:create_consent(nil, { ["TPP-Redirect-Preferred"] = "false", ["PSU-ID"] = "alice" })

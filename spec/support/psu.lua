@@ -61,7 +61,12 @@ function M.fetch(method, url, form, opts)
     local keys = {}
     for k in pairs(form) do keys[#keys + 1] = k end
     table.sort(keys)
-    for _, k in ipairs(keys) do parts[#parts + 1] = M.urlencode(k) .. "=" .. M.urlencode(form[k]) end
+    for _, k in ipairs(keys) do
+      -- a list is a repeated field (checkboxes)
+      for _, v in ipairs(type(form[k]) == "table" and form[k] or { form[k] }) do
+        parts[#parts + 1] = M.urlencode(k) .. "=" .. M.urlencode(v)
+      end
+    end
     local f = assert(io.open(tmp .. ".in", "wb"))
     f:write(table.concat(parts, "&"))
     f:close()
@@ -92,6 +97,7 @@ function M.parse_form(html)
     action = unescape_html(attrs:match('action="([^"]*)"') or ""),
     method = (attrs:match('method="([^"]*)"') or "get"):upper(),
     fields = {}, inputs = {}, buttons = {},
+    choices = {},   -- checkbox and radio groups: name -> { values }
   }
   for tag in inner:gmatch("<input(.-)>") do
     local name = tag:match('name="([^"]*)"')
@@ -100,6 +106,10 @@ function M.parse_form(html)
       name = unescape_html(name)
       form.inputs[name] = typ
       if typ == "hidden" then form.fields[name] = unescape_html(tag:match('value="([^"]*)"') or "") end
+      if typ == "checkbox" or typ == "radio" then
+        form.choices[name] = form.choices[name] or {}
+        table.insert(form.choices[name], unescape_html(tag:match('value="([^"]*)"') or ""))
+      end
     end
   end
   for tag in inner:gmatch("<button(.-)>") do
@@ -126,7 +136,9 @@ end
 
 --- Opens an authorisation page, logs in and decides.
 -- @param url the page (OAuth authorization request URL or the scaRedirect href)
--- @param opts { username, password, decision = "approve"|"deny" (default approve), cacert }
+-- @param opts { username, password, decision = "approve"|"deny" (default approve), cacert,
+--   choose = { values } to tick in the page's checkbox/radio group (the accounts
+--   of a bank-offered consent, the debtor account of a payment without one) }
 -- @return location of the 302 (or nil), and the last page { status, html, headers, error }
 function M.authorize(url, opts)
   opts = opts or {}
@@ -143,6 +155,9 @@ function M.authorize(url, opts)
   if form.inputs.username then data.username = opts.username or "" end
   if form.inputs.password then data.password = opts.password or "" end
   data.decision = opts.decision or "approve"
+  if opts.choose then
+    for name in pairs(form.choices) do data[name] = opts.choose end
+  end
   local res = M.fetch(form.method, M.resolve(url, form.action), data, opts)
   if res.status == 302 then return res.location, res end
   res.error = M.page_error(res.html)

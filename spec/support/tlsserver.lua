@@ -4,6 +4,7 @@
 --    local srv = tlsserver.start{ verify_client = true, cert = "server" }
 --    srv.url            -- "https://127.0.0.1:<port>"
 --    srv:connections()  -- distinct nginx $connection values in the access log
+--    srv:tls_stats()    -- { connections, resumed (TLS sessions), requests }
 --    srv:stop()
 --
 -- Options (all optional):
@@ -103,6 +104,32 @@ function Server:connections(filter)
     end
   end
   return n
+end
+
+--- TLS facts since the start (or the last `mark_tls()`), from the second
+-- access log: distinct connections, how many of them resumed a TLS session,
+-- and requests, among requests whose line contains `filter` (all when nil).
+-- @return { connections = n, resumed = n, requests = n }
+function Server:tls_stats(filter)
+  local seen, out = {}, { connections = 0, resumed = 0, requests = 0 }
+  for line in (read(self.prefix .. "/logs/reuse.log") or ""):gmatch("[^\n]+") do
+    local c, r, req = line:match('^(%d+) (%S+) %S+ "(.-)"')
+    if c and (not filter or req:find(filter, 1, true)) then
+      out.requests = out.requests + 1
+      if not seen[c] then
+        seen[c] = true
+        out.connections = out.connections + 1
+        if r == "r" then out.resumed = out.resumed + 1 end
+      end
+    end
+  end
+  return out
+end
+
+--- Forgets the TLS facts so far (tls_stats counts from here).
+function Server:mark_tls()
+  local f = assert(io.open(self.prefix .. "/logs/reuse.log", "wb"))
+  f:close()
 end
 
 --- The largest number of requests (matching `filter`) that were in progress

@@ -18,7 +18,7 @@
 -- @module xs2a.store.file
 local core = require "xs2a.core"
 local crypto = require "xs2a.crypto"
-local contract = require "xs2a.store"
+local contract = require "xs2a.store.contract"
 
 local type, tonumber, setmetatable, pcall = type, tonumber, setmetatable, pcall
 local str_format, str_byte, str_sub, str_find = string.format, string.byte, string.sub, string.find

@@ -6,7 +6,7 @@
 --
 -- `opts.clock` (a function returning seconds) replaces the clock in tests.
 -- @module xs2a.store.memory
-local util = require "xs2a.util"
+local date = require "xs2a.net.date"
 
 local type, tostring, tonumber, setmetatable = type, tostring, tonumber, setmetatable
 
@@ -17,10 +17,10 @@ mt.__tostring = function() return "xs2a.store.memory" end
 --- Creates a memory store.
 function _M.new(opts)
   opts = opts or {}
-  return setmetatable({ data = {}, expires = {}, clock = opts.clock or util.now, count = 0 }, mt)
+  return setmetatable({ data = {}, expires = {}, clock = opts.clock or date.now, count = 0 }, mt)
 end
 
-local check_key = require("xs2a.store").check_key
+local check_key = require("xs2a.store.contract").check_key
 
 local function live(self, key)
   local exp = self.expires[key]

@@ -23,8 +23,11 @@
 -- and the unlock script are never repeated blindly. Bad keys and values are
 -- programmer errors and raise, as in the other stores.
 -- @module xs2a.store.redis
+local resp = require "xs2a.store.resp"
+local contract = require "xs2a.store.contract"
+local core = require "xs2a.core"
 
-local type, tostring, tonumber, setmetatable, select, pcall = type, tostring, tonumber, setmetatable, select, pcall
+local type, tostring, tonumber, setmetatable, pcall = type, tostring, tonumber, setmetatable, pcall
 local str_format, str_sub, str_find, str_gsub = string.format, string.sub, string.find, string.gsub
 local tconcat = table.concat
 local floor, ceil, huge = math.floor, math.ceil, math.huge
@@ -38,108 +41,13 @@ Store.__name = "xs2a.store.redis"
 -- credentials live here, not in the store table, so dumping a store shows none
 local secrets = setmetatable({}, { __mode = "k" })
 
--- biggest bulk string / array we accept from a server (the store never asks
--- for big values; anything larger means a broken or hostile peer)
-local MAX_BULK = 64 * 1024 * 1024
-local MAX_ITEMS = 1024 * 1024
-local MAX_DEPTH = 8
-
--- A Redis null (nil bulk string or nil array), distinct from a Lua nil that
--- means "failed".
-local unpack = table.unpack or unpack  -- luacheck: ignore 143
-
-local NULL = setmetatable({}, { __tostring = function() return "redis.null" end })
+local NULL = resp.null
 _M.null = NULL
-
--- An error reply nested inside an array.
-local ErrorReply = {}
-ErrorReply.__index = ErrorReply
-ErrorReply.__tostring = function(e) return e.message end
-
-------------------------------------------------------------------------------
--- RESP2 encoding and decoding
-
-local function is_integer(n)
-  return n == floor(n) and n > -2 ^ 53 and n < 2 ^ 53
-end
-
--- A number as Redis expects it in an argument.
-local function num(n)
-  if n ~= n or n == huge or n == -huge then error("store numbers must be finite", 4) end
-  if is_integer(n) then return str_format("%d", n) end
-  return str_format("%.17g", n)
-end
-
---- Encodes a command (strings and numbers) as a RESP array of bulk strings.
-function _M.encode(...)
-  local n = select("#", ...)
-  local out = { "*" .. n .. "\r\n" }
-  for i = 1, n do
-    local a = select(i, ...)
-    if type(a) == "number" then a = num(a) end
-    out[#out + 1] = "$" .. #a .. "\r\n"
-    out[#out + 1] = a
-    out[#out + 1] = "\r\n"
-  end
-  return tconcat(out)
-end
-
-local function length(s, max)
-  if not s:match("^%-?%d+$") or #s > 12 then return nil end
-  local n = tonumber(s)
-  if n < -1 or n > max then return nil end
-  return n
-end
-
---- Reads one reply from `r` (anything with `receive("*l")` and
--- `receive(n)`, as LuaSocket and cosockets have).
--- @return value (string, number, table, `null`) | nil, message, kind where
---   kind is "reply" (an error reply: the connection stays usable), "io" or
---   "protocol" (the connection must be dropped)
-local function read_reply(r, depth)
-  local line, err = r:receive("*l")
-  if not line then return nil, err, "io" end
-  local t, rest = str_sub(line, 1, 1), str_sub(line, 2)
-  if t == "+" then
-    return rest
-  elseif t == "-" then
-    return nil, rest, "reply"
-  elseif t == ":" then
-    if not rest:match("^%-?%d+$") or #rest > 20 then
-      return nil, "bad integer reply", "protocol"
-    end
-    return tonumber(rest)
-  elseif t == "$" then
-    local n = length(rest, MAX_BULK)
-    if not n then return nil, "bad bulk length", "protocol" end
-    if n == -1 then return NULL end
-    local data, rerr = r:receive(n + 2)
-    if not data then return nil, rerr, "io" end
-    if str_sub(data, -2) ~= "\r\n" then return nil, "bulk string not terminated by CRLF", "protocol" end
-    return str_sub(data, 1, n)
-  elseif t == "*" then
-    local n = length(rest, MAX_ITEMS)
-    if not n then return nil, "bad array length", "protocol" end
-    if n == -1 then return NULL end
-    if depth >= MAX_DEPTH then return nil, "arrays nested too deep", "protocol" end
-    local items = {}
-    for i = 1, n do
-      local v, e, kind = read_reply(r, depth + 1)
-      if v == nil then
-        -- an error element: keep reading so the stream stays in step
-        if kind ~= "reply" then return nil, e, kind end
-        v = setmetatable({ message = e }, ErrorReply)
-      end
-      items[i] = v
-    end
-    return items
-  end
-  return nil, "unexpected reply type " .. str_format("%q", str_sub(line, 1, 16)), "protocol"
-end
-
-function _M.read_reply(r)
-  return read_reply(r, 0)
-end
+_M.encode = resp.encode
+_M.read_reply = resp.read_reply
+local read_reply = resp.read_reply_at
+local num, is_integer = resp.num, resp.is_integer
+local unpack = table.unpack or unpack  -- luacheck: ignore 143
 
 ------------------------------------------------------------------------------
 -- Sockets: cosockets inside nginx, LuaSocket elsewhere
@@ -341,7 +249,7 @@ end
 ------------------------------------------------------------------------------
 -- The store contract
 
-local checks = require "xs2a.store"
+local checks = contract
 local check_key, check_value = checks.check_key, checks.check_value
 
 -- TTL in whole milliseconds (at least 1 for any positive TTL), 0 for none.
@@ -484,16 +392,7 @@ return 0
 ]]
 
 local function token()
-  local ok, core = pcall(require, "xs2a.core")
-  if ok and type(core) == "table" and core.random then
-    local ok_r, bytes = pcall(core.random, 16)
-    if ok_r and type(bytes) == "string" then
-      return (str_gsub(bytes, ".", function(c) return str_format("%02x", c:byte()) end))
-    end
-  end
-  -- without the core: time, a fresh table's address and math.random (the
-  -- token only has to be unique, it is not a secret)
-  return str_format("%s-%.6f-%d", tostring({}):match("0x%x+") or "t", os.clock(), math.random(1, 2 ^ 30))
+  return (str_gsub(core.random(16), ".", function(c) return str_format("%02x", c:byte()) end))
 end
 
 --- Takes the lock `key` for `ttl` seconds (default 30) without waiting.

@@ -13,7 +13,8 @@
 local Store = {}
 Store.__index = Store
 
-local checks = require "xs2a.store"
+local checks = require "xs2a.store.contract"
+local core = require "xs2a.core"
 local check_key, check_value, ttl_of = checks.check_key, checks.check_value, checks.check_ttl
 
 local function full(err)
@@ -74,16 +75,7 @@ function Store:incr(key, by, init, ttl)
 end
 
 local function token()
-  local ok, core = pcall(require, "xs2a.core")
-  if ok and core.random then
-    local ok_r, bytes = pcall(core.random, 16)
-    if ok_r and type(bytes) == "string" then
-      return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-    end
-  end
-  -- without the core: worker pid, time and math.random make it unique enough
-  -- for ownership (the token is not a secret)
-  return string.format("%d-%.6f-%d", ngx.worker.pid(), ngx.now(), math.random(1, 2 ^ 30))
+  return (core.random(16):gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
 --- Takes the lock `key` for `ttl` seconds (default 30) without waiting.

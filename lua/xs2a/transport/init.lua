@@ -6,7 +6,12 @@
 -- `opts.kind = "curl"|"ngx"` forces one. Both follow the transport contract
 -- of docs/INTERNALS.md: `t:request(req) -> res | nil, { code, message, sent }`.
 -- @module xs2a.transport
+local curl = require "xs2a.transport.curl"
+local ngx_transport = require "xs2a.transport.ngx"
+
 local _M = {}
+
+local KINDS = { curl = curl, ngx = ngx_transport }
 
 --- True when running inside an nginx worker with cosockets.
 function _M.in_nginx()
@@ -26,9 +31,8 @@ end
 function _M.new(opts)
   opts = opts or {}
   local kind = opts.kind or _M.default_kind()
-  if kind ~= "curl" and kind ~= "ngx" then return nil, "unknown transport kind " .. tostring(kind) end
-  local ok, mod = pcall(require, "xs2a.transport." .. kind)
-  if not ok then return nil, "transport " .. kind .. " unavailable: " .. tostring(mod) end
+  local mod = KINDS[kind]
+  if not mod then return nil, "unknown transport kind " .. tostring(kind) end
   return mod.new(opts)
 end
 

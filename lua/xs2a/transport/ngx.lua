@@ -36,6 +36,10 @@
 -- into `ngx.timer.at(0, fn)`.
 -- @module xs2a.transport.ngx
 
+local url = require "xs2a.net.url"
+local http1 = require "xs2a.net.http1"
+local core = require "xs2a.core"
+
 local M = {}
 
 local DEFAULTS = {
@@ -46,33 +50,13 @@ local DEFAULTS = {
   pool_size = 32,                 -- connections per pool and worker
 }
 
-local MAX_LINE = 16 * 1024        -- one status or header line
-local MAX_HEADER_BYTES = 64 * 1024
-local MAX_HEADERS = 200
-local MAX_INTERIM = 10            -- 1xx responses skipped before the final one
-
 -- phases in which ngx.socket.tcp may connect and yield
 local COSOCKET_PHASES = {
   rewrite = true, access = true, content = true, timer = true,
   ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
 }
 
--- codes after which the request certainly never reached the server
-local NOT_SENT = {
-  bad_request = true, unavailable = true, resolve = true, connect = true,
-  tls = true, client_cert = true,
-}
-
-local err_mt = {
-  __tostring = function(e)
-    return "transport error (" .. tostring(e.code) .. "): " .. tostring(e.message)
-  end,
-}
-
-local function fail(code, message, sent)
-  if sent == nil then sent = not NOT_SENT[code] end
-  return nil, setmetatable({ code = code, message = message, sent = sent }, err_mt)
-end
+local fail, err_mt = http1.fail, http1.err_mt
 
 -- Extra peer checks through OpenSSL ----------------------------------------
 -- nginx verifies the chain against `lua_ssl_trusted_certificate` and the
@@ -178,7 +162,6 @@ end
 local cert_cache = setmetatable({}, { __mode = "k" })
 
 local function der_to_pem(der)
-  local core = require "xs2a.core"
   local b64 = core.b64encode(der)
   local lines = {}
   for i = 1, #b64, 64 do lines[#lines + 1] = b64:sub(i, i + 63) end
@@ -226,86 +209,6 @@ local function load_client_cert(identity)
   return entry
 end
 
--- URL and request validation ---------------------------------------------
-
-local function parse_url(url)
-  if type(url) ~= "string" then return nil, "url must be a string" end
-  if url:find("[%z\1-\32\127]") then return nil, "url contains spaces or control characters" end
-  local scheme, authority, rest = url:match("^(%a[%w+.-]*)://([^/?#]*)(.*)$")
-  if not scheme then return nil, "malformed url" end
-  scheme = scheme:lower()
-  if scheme ~= "https" and scheme ~= "http" then
-    return nil, "unsupported url scheme " .. scheme
-  end
-  if authority:find("@", 1, true) then return nil, "credentials in urls are not supported" end
-  local host, port
-  if authority:sub(1, 1) == "[" then
-    host, port = authority:match("^%[([%x:.]+)%]:?(%d*)$")
-  else
-    host, port = authority:match("^([%w.-]+):?(%d*)$")
-  end
-  if not host or host == "" then return nil, "malformed host in url" end
-  if port == "" then
-    port = scheme == "https" and 443 or 80
-  else
-    port = tonumber(port)
-    if not port or port < 1 or port > 65535 then return nil, "bad port in url" end
-  end
-  local path = rest:gsub("#.*$", "")
-  if path == "" then
-    path = "/"
-  elseif path:sub(1, 1) == "?" then
-    path = "/" .. path
-  end
-  local ipv6 = authority:sub(1, 1) == "["
-  local ip = ipv6 or host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil
-  local default_port = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
-  local host_header = ipv6 and ("[" .. host .. "]") or host:lower()
-  if not default_port then host_header = host_header .. ":" .. port end
-  return {
-    scheme = scheme, host = host:lower(), port = port, path = path, ip = ip,
-    ipv6 = ipv6, host_header = host_header,
-  }
-end
-
-local TOKEN = "^[!#$%%&'*+%-.^_`|~%w]+$"
-
-local function header_lines(headers, out)
-  if headers == nil then return {} end
-  if type(headers) ~= "table" then return nil, "headers must be a table" end
-  local seen = {}
-  local names = {}
-  for name in pairs(headers) do
-    if type(name) ~= "string" or not name:match(TOKEN) then
-      return nil, "invalid header name"
-    end
-    names[#names + 1] = name
-  end
-  table.sort(names)
-  for _, name in ipairs(names) do
-    local lname = name:lower()
-    local value = headers[name]
-    local values = type(value) == "table" and value or { value }
-    for _, v in ipairs(values) do
-      local tv = type(v)
-      if tv ~= "string" and tv ~= "number" then
-        return nil, "value of header " .. name .. " must be a string"
-      end
-      v = tostring(v)
-      if v:find("[%z\r\n]") then
-        return nil, "value of header " .. name .. " contains CR, LF or NUL"
-      end
-      -- framing headers are ours
-      if lname ~= "content-length" and lname ~= "transfer-encoding"
-          and lname ~= "connection" then
-        out[#out + 1] = name .. ": " .. v .. "\r\n"
-      end
-    end
-    seen[lname] = true
-  end
-  return seen
-end
-
 -- Response reading --------------------------------------------------------
 
 local function now()
@@ -320,208 +223,6 @@ local function arm(sock, deadline, connect_cap)
   local c = connect_cap and math.min(connect_cap, left) or left
   sock:settimeouts(c, left, left)
   return true
-end
-
-local function io_error(err, what)
-  if err == "timeout" then return fail("timeout", what .. " timed out", true) end
-  if err == "closed" then
-    return fail("closed", "connection closed by the server while " .. what, true)
-  end
-  return fail("recv", what .. " failed: " .. tostring(err), true)
-end
-
--- Reads one CRLF-terminated line of at most MAX_LINE bytes.
-local function read_line(conn, deadline, what)
-  if not arm(conn.sock, deadline) then return fail("timeout", what .. " timed out", true) end
-  local reader = conn.line_reader
-  local parts, n = {}, 0
-  while true do
-    local data, err, partial = reader(4096)
-    if not data then
-      if err then
-        if partial and partial ~= "" then conn.got_bytes = true end
-        if partial and partial:find("\n", 1, true) then
-          return fail("protocol", what .. ": bare LF in line", true)
-        end
-        return io_error(err, what)
-      end
-      break
-    end
-    n = n + #data
-    conn.got_bytes = true
-    if n > MAX_LINE then return fail("protocol", what .. ": line too long", true) end
-    -- lines end in CRLF; a bare LF would otherwise only show at the limit
-    if data:find("\n", 1, true) then return fail("protocol", what .. ": bare LF in line", true) end
-    parts[#parts + 1] = data
-  end
-  return table.concat(parts)
-end
-
-local function read_exact(conn, deadline, size, what)
-  if size == 0 then return "" end
-  if not arm(conn.sock, deadline) then return fail("timeout", what .. " timed out", true) end
-  local data, err = conn.sock:receive(size)
-  if not data then return io_error(err, what) end
-  return data
-end
-
-local function read_headers(conn, deadline, res)
-  local headers, list = {}, {}
-  local total = 0
-  while true do
-    local line, err = read_line(conn, deadline, "reading the response headers")
-    if not line then return nil, err end
-    if line == "" then break end
-    total = total + #line + 2
-    if total > MAX_HEADER_BYTES or #list >= MAX_HEADERS then
-      return fail("protocol", "response headers too large", true)
-    end
-    local name, value = line:match("^([^:%s]+):[ \t]*(.-)[ \t]*$")
-    if not name or not name:match(TOKEN) then
-      return fail("protocol", "malformed response header line", true)
-    end
-    list[#list + 1] = { name, value }
-    local lname = name:lower()
-    local prev = headers[lname]
-    headers[lname] = prev and (prev .. ", " .. value) or value
-  end
-  res.headers, res.header_list = headers, list
-  return true
-end
-
-local function read_chunked(conn, deadline, max_body)
-  local parts, total = {}, 0
-  while true do
-    local line, err = read_line(conn, deadline, "reading a chunk size")
-    if not line then return nil, err end
-    local hex = line:match("^(%x+)[ \t]*;.*$") or line:match("^(%x+)[ \t]*$")
-    if not hex or #hex > 8 then
-      return fail("protocol", "malformed chunk size line", true)
-    end
-    local size = tonumber(hex, 16)
-    if size == 0 then break end
-    total = total + size
-    if total > max_body then
-      return fail("too_large", "response body larger than " .. max_body .. " bytes", true)
-    end
-    local data
-    data, err = read_exact(conn, deadline, size, "reading the response body")
-    if not data then return nil, err end
-    parts[#parts + 1] = data
-    local crlf
-    crlf, err = read_exact(conn, deadline, 2, "reading the response body")
-    if not crlf then return nil, err end
-    if crlf ~= "\r\n" then return fail("protocol", "chunk not terminated by CRLF", true) end
-  end
-  -- trailers, ignored, until the empty line
-  local n = 0
-  while true do
-    local line, err = read_line(conn, deadline, "reading the trailers")
-    if not line then return nil, err end
-    if line == "" then break end
-    n = n + 1
-    if n > MAX_HEADERS then return fail("protocol", "too many trailers", true) end
-  end
-  return table.concat(parts)
-end
-
-local function read_to_close(conn, deadline, max_body)
-  local parts, total = {}, 0
-  while true do
-    if not arm(conn.sock, deadline) then
-      return fail("timeout", "reading the response body timed out", true)
-    end
-    local data, err, partial = conn.sock:receive(16384)
-    data = data or partial
-    if data and #data > 0 then
-      total = total + #data
-      if total > max_body then
-        return fail("too_large", "response body larger than " .. max_body .. " bytes", true)
-      end
-      parts[#parts + 1] = data
-    end
-    if err == "closed" then break end
-    if err then return io_error(err, "reading the response body") end
-  end
-  return table.concat(parts)
-end
-
-local function has_token(value, token)
-  if not value then return false end
-  for part in value:gmatch("[^,]+") do
-    if part:match("^%s*(.-)%s*$"):lower() == token then return true end
-  end
-  return false
-end
-
--- Reads one whole response. Returns res, keepalive_ok | nil, err.
-local function read_response(conn, deadline, method, max_body)
-  local res
-  for _ = 0, MAX_INTERIM do
-    local line, err = read_line(conn, deadline, "reading the status line")
-    if not line then return nil, err end
-    local version, status = line:match("^HTTP/(1%.[01]) (%d%d%d)[ \t]?.*$")
-    if not version then
-      return fail("protocol", "malformed status line", true)
-    end
-    res = { status = tonumber(status), http_version = version }
-    local ok, herr = read_headers(conn, deadline, res)
-    if not ok then return nil, herr end
-    if res.status >= 200 then break end
-    if res.status == 101 then return fail("protocol", "unexpected protocol switch", true) end
-    res = nil
-  end
-  if not res then return fail("protocol", "too many interim responses", true) end
-
-  local h = res.headers
-  local keep = res.http_version == "1.1" and not has_token(h["connection"], "close")
-    or res.http_version == "1.0" and has_token(h["connection"], "keep-alive")
-
-  if method == "HEAD" or res.status == 204 or res.status == 304 then
-    res.body = ""
-    return res, keep
-  end
-
-  local te = h["transfer-encoding"]
-  local cl = h["content-length"]
-  if te then
-    if cl then
-      return fail("protocol", "both Transfer-Encoding and Content-Length in response", true)
-    end
-    if te:lower():match("^%s*(.-)%s*$") ~= "chunked" then
-      return fail("protocol", "unsupported transfer encoding", true)
-    end
-    local body, err = read_chunked(conn, deadline, max_body)
-    if not body then return nil, err end
-    res.body = body
-    return res, keep
-  end
-  if cl then
-    local first, size
-    for v in cl:gmatch("[^,]+") do
-      v = v:match("^%s*(.-)%s*$")
-      if not v:match("^%d+$") or #v > 15 then
-        return fail("protocol", "malformed Content-Length", true)
-      end
-      if first and v ~= first then
-        return fail("protocol", "conflicting Content-Length values", true)
-      end
-      first = v
-    end
-    size = tonumber(first)
-    if not size then return fail("protocol", "malformed Content-Length", true) end
-    if size > max_body then
-      return fail("too_large", "response body larger than " .. max_body .. " bytes", true)
-    end
-    local body, err = read_exact(conn, deadline, size, "reading the response body")
-    if not body then return nil, err end
-    res.body = body
-    return res, keep
-  end
-  local body, err = read_to_close(conn, deadline, max_body)
-  if not body then return nil, err end
-  res.body = body
-  return res, false
 end
 
 -- Transport ----------------------------------------------------------------
@@ -647,8 +348,9 @@ function Transport:_attempt(u, req_bytes, method, deadline, conn_cert, started, 
     return fail("send", "sending the request failed: " .. tostring(serr), true)
   end
 
-  local conn = { sock = sock, line_reader = sock:receiveuntil("\r\n"), got_bytes = false }
-  local res, rerr = read_response(conn, deadline, method, self.max_body)
+  local conn = { sock = sock, line_reader = sock:receiveuntil("\r\n"), got_bytes = false,
+    arm = function(dl) return arm(sock, dl) end }
+  local res, rerr = http1.read_response(conn, deadline, method, self.max_body)
   if not res then
     sock:close()
     -- a pooled connection that died without a byte of answer: either the
@@ -690,7 +392,7 @@ function Transport:request(req)
   if type(method) ~= "string" or not method:match("^%u+$") then
     return fail("bad_request", "invalid method")
   end
-  local u, uerr = parse_url(req.url)
+  local u, uerr = url.parse(req.url)
   if not u then return fail("bad_request", uerr) end
   local body = req.body
   if body ~= nil and type(body) ~= "string" then
@@ -701,19 +403,8 @@ function Transport:request(req)
     return fail("bad_request", "timeout must be a positive number")
   end
 
-  local lines = { method, " ", u.path, " HTTP/1.1\r\n" }
-  local seen, herr = header_lines(req.headers, lines)
-  if not seen then return fail("bad_request", herr) end
-  if not seen["host"] then table.insert(lines, 5, "Host: " .. u.host_header .. "\r\n") end
-  if not seen["user-agent"] then lines[#lines + 1] = "User-Agent: lua-xs2a\r\n" end
-  if body then
-    lines[#lines + 1] = "Content-Length: " .. #body .. "\r\n"
-  elseif method == "POST" or method == "PUT" or method == "PATCH" then
-    lines[#lines + 1] = "Content-Length: 0\r\n"
-  end
-  lines[#lines + 1] = "\r\n"
-  if body then lines[#lines + 1] = body end
-  local req_bytes = table.concat(lines)
+  local req_bytes, herr = http1.serialise(method, u, req.headers, body)
+  if not req_bytes then return fail("bad_request", herr) end
 
   local conn_cert
   if u.scheme == "https" and self.identity then
@@ -741,5 +432,4 @@ function Transport:close()
   self.closed = true
 end
 
-M._parse_url = parse_url
 return M

@@ -279,6 +279,14 @@ local function dispatch(ctx, cert_error)
     local tpp = checks.client_cert(cert_error)
     ctx.tpp = tpp
   end
+  if route.auth ~= "none" and sub(ctx.path, 1, 4) == "/v1/" and ctx.body ~= ""
+      and (ctx.method == "POST" or ctx.method == "PUT") then
+    -- the API's bodies are JSON: another declared type is 415
+    local ct = (ctx.headers["content-type"] or ""):lower()
+    if ct ~= "" and not ct:find("json", 1, true) then
+      return http.err(ctx, 415, "FORMAT_ERROR", "Content-Type must be application/json")
+    end
+  end
   if json_content(ctx) then
     local v, err = util.json_decode(ctx.body)
     if v == nil then
@@ -302,6 +310,23 @@ local function variant_of(uri)
   return nil
 end
 
+local METADATA = "/.well-known/oauth-authorization-server"
+
+-- Where the OAuth metadata is served (setting `oauth_metadata`): "variant"
+-- (<root>/.well-known/..., the authentication guide), "root" (the host root,
+-- the getting-started page) or "both".
+local function metadata_at(variant_name, where)
+  local m = config.for_variant(variant_name).oauth_metadata or "variant"
+  return m == "both" or m == where
+end
+
+-- The variant whose metadata the host root serves: the first that has it there.
+local function root_metadata_variant()
+  for _, v in ipairs(VARIANTS) do
+    if metadata_at(v.name, "root") then return v end
+  end
+end
+
 local function index()
   local port = settings.port
   return 200, {
@@ -323,6 +348,11 @@ function _M.handle(cert_error)
     return require("sandbox.control").handle(settings)
   end
   local variant, path = variant_of(uri)
+  if uri == METADATA then
+    variant, path = root_metadata_variant(), METADATA
+  elseif variant and path == METADATA and not metadata_at(variant.name, "variant") then
+    variant = nil
+  end
   if not variant then
     if uri == "/" then
       return http.write(http.render(nil, index()))

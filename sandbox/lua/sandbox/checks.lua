@@ -27,8 +27,13 @@ function _M.tpp_from_pem(pem)
   if not d then return nil, "client certificate is not PEM" end
   local c, err = der.parse_cert(d)
   if not c then return nil, err end
+  local org_name
+  for _, rdn in ipairs(c.subject or {}) do
+    if rdn.short == "O" then org_name = rdn.value end
+  end
   local tpp = {
     org_id = c.org_id,
+    org_name = org_name,
     roles = c.roles,
     role_list = c.role_list,
     nca_name = c.nca_name,
@@ -109,6 +114,8 @@ function _M.certificate(ctx, cert_error)
   local tpp, why, detail = _M.client_cert(cert_error)
   if not tpp then return 401, CERT_CODES[why], detail end
   ctx.tpp = tpp
+  -- the bank's pages name the TPP by its organisation (QWAC subject O)
+  if tpp.org_name and tpp.org_id then require("sandbox.state").set("tpp_name:" .. tpp.org_id, tpp.org_name) end
   if ctx.cfg then
     local status, code, text = _M.listed_certificate(ctx.cfg, tpp.serial, tpp.fingerprint)
     if status then return status, code, text end

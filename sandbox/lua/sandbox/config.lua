@@ -10,14 +10,28 @@ local function defaults()
   return {
     rate = { per_second = 10, per_hour = 1000, concurrent = 20 },
     error_format = "paysera",
-    token_ttl = 3600, refresh_ttl = 7776000, code_ttl = 300,
-    sca = { approach = "oauth", multilevel = 1, decoupled_delay = 0, auth_timeout = 900 },
+    -- refresh_ttl (seconds): unset, a refresh token lives max_consent_days
+    token_ttl = 3600, code_ttl = 300,
+    sca = { approach = "oauth", multilevel = 1, decoupled_delay = 0, auth_timeout = 900,
+      -- the readings of Paysera's pages (docs/paysera.md): TPP-Redirect-Preferred
+      -- is not honoured (OAuth only), the consent's SCA waits one day, answers
+      -- carry _links.scaOAuth, the status field is spelled scaStatus
+      honour_preferred = false, consent_auth_timeout = 86400, oauth_link = true, status_field = "scaStatus" },
     page_size = 50,
     signing_baskets = false,
     clock_offset = 0,
+    -- more readings (docs/paysera.md has one line per switch)
+    oauth_metadata = "variant",     -- "variant" | "root" | "both": where the AS metadata is served
+    token_error_status = 401,       -- 401 | 403: the status of TOKEN_* and CONSENT_EXPIRED errors
+    frequency_rule = "resource",    -- "resource" | "consent": how frequencyPerDay is counted
+    consent_over_max = "cap",       -- "cap" | "refuse": validUntil beyond max_consent_days
+    multiple_consents = "keep",     -- "keep" | "replace": a new valid consent ends the PSU's older ones
+    funds_confirmation = false,     -- PIIS: "coming soon" at Paysera
     variants = {
-      berlin = { signing = { scheme = "berlin", required_for = util.array{ "PIS" } } },
-      georgia = { signing = { scheme = "jws", required_for = util.array{ "PIS" }, sign_responses = true } },
+      berlin = { signing = { scheme = "berlin", required_for = util.array{ "PIS" } },
+        link_form = "host", max_consent_days = 180 },
+      georgia = { signing = { scheme = "jws", required_for = util.array{ "PIS" }, sign_responses = true },
+        link_form = "absolute", max_consent_days = 90 },
     },
     signing = { sigt_past = 300, sigt_future = 30, mac_window = 300 },
     mac = { id = "tpp-mac-id", key = "sandbox-mac-key-0123456789abcdef" },

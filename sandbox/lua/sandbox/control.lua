@@ -1,5 +1,6 @@
 --- The control API under /_sandbox/ (plain HTTPS, no client certificate,
--- loopback only): ping, reset, config, faults, decoupled decisions and dumps.
+-- loopback only): ping, reset, config, faults, decoupled decisions, dumps,
+-- and booking of pending entries.
 local util = require "sandbox.util"
 local http = require "sandbox.http"
 local config = require "sandbox.config"
@@ -101,6 +102,46 @@ end
 
 handlers["GET /accounts"] = dump("dump_accounts")
 handlers["GET /payments"] = dump("dump_payments")
+
+-- POST /_sandbox/book-pending {"variant": "berlin", "account": "<accountId>"}:
+-- the bank books the account's pending entries today (same transactionId and
+-- entryReference), releasing their holds: what a statement reader sees when
+-- a card reservation settles.
+handlers["POST /book-pending"] = function()
+  local body, err = read_json()
+  if not body then return fail(400, err) end
+  if type(body.variant) ~= "string" or type(body.account) ~= "string" then
+    return fail(400, "variant and account are required")
+  end
+  app().ensure_seeded()
+  local common = require "sandbox.bank.common"
+  local pkey = "txp:" .. body.variant .. ":" .. body.account
+  local moved = common.get(pkey) or {}
+  if #moved == 0 then return answer(200, { booked = 0 }) end
+  common.set(pkey, {})
+  local total = 0
+  local today = common.today()
+  for _, tx in ipairs(moved) do
+    tx.bookingDate, tx.valueDate = today, today
+    tx._links, tx.bookingStatus = nil, nil
+    total = total + math.floor(tonumber(tx.transactionAmount.amount) * 1000 + 0.5)
+  end
+  common.update("accounts:" .. body.variant, function(list)
+    for _, a in ipairs(list or {}) do
+      if a.id == body.account then
+        a.balance = a.balance + total
+        a.hold = (a.hold or 0) - total
+      end
+    end
+    return list
+  end)
+  common.update("tx:" .. body.variant .. ":" .. body.account, function(list)
+    list = list or {}
+    for i = #moved, 1, -1 do table.insert(list, 1, moved[i]) end
+    return list
+  end)
+  return answer(200, { booked = #moved })
+end
 
 local function decoupled(auth_id)
   local body, err = read_json()

@@ -9,6 +9,7 @@
 --   location / { content_by_lua_block { require("tpp.app").handle() } }
 local xs2a = require "xs2a"
 local cjson = require "cjson.safe"
+local status_words = require "xs2a.status"
 
 local M = {}
 
@@ -175,7 +176,9 @@ local function render_accounts(c, data)
     out[#out + 1] = "<tr class=\"account\"><td>" .. h(a.name or a.product or a.resourceId) .. "</td><td>"
       .. h(a.iban) .. "</td><td>" .. h(a.currency) .. "</td><td class=\"amount balance\">" .. h(amount)
       .. "</td></tr>"
-    if a.iban and (a.currency == "EUR" or a.currency == nil) then ibans[#ibans + 1] = a.iban end
+    if a.iban and (a.currency == "EUR" or a.currency == nil) then
+      ibans[#ibans + 1] = { iban = a.iban, name = a.name or a.product, currency = a.currency or "EUR" }
+    end
   end
   out[#out + 1] = "</table>"
 
@@ -204,8 +207,10 @@ end
 
 local function pay_form(data, ibans)
   local opts = {}
-  for _, iban in ipairs(ibans) do
-    opts[#opts + 1] = "<option value=\"" .. h(iban) .. "\">" .. h(iban) .. "</option>"
+  for _, a in ipairs(ibans) do
+    -- what a person recognises: the account's name and currency, then the IBAN
+    opts[#opts + 1] = "<option value=\"" .. h(a.iban) .. "\">" .. h((a.name or "Account") .. " (" .. a.currency
+      .. ") " .. a.iban) .. "</option>"
   end
   return table.concat({
     "<h2>Pay</h2><form class=\"pay\" id=\"pay\" method=\"post\" action=\"/pay\">",
@@ -235,7 +240,7 @@ local function home()
   local notice = ""
   if data.payment and data.payment.status then
     notice = "<p class=\"ok\">Last payment: <span id=\"payment-status\">" .. h(data.payment.status)
-      .. "</span></p>"
+      .. "</span>: <span id=\"payment-meaning\">" .. h(status_words.payment(data.payment.status)) .. "</span></p>"
   end
   return send(200, page("Your bank accounts", "<p class=\"ok\" id=\"connected\">Account connected (consent "
     .. h(data.consent_status or "valid") .. ").</p>" .. notice .. html .. pay_form(data, ibans)))
@@ -346,14 +351,20 @@ local function payment_page()
   local c, cerr = get_client()
   if not c then return error_page("client setup failed", cerr) end
   local payment = c:payment("payments", p.product, p.id)
-  local status, err = payment:status()
-  if not status then return error_page("reading the payment status failed", err) end
+  local status, body = payment:status()   -- the status and the bank's body, or nil and err
+  if not status then return error_page("reading the payment status failed", body) end
+  local reason
+  if status == "RJCT" and type(body) == "table" then
+    local m = (body.tppMessages or {})[1]
+    reason = m and (m.text or m.code) or body.statusReasonInformation
+  end
   p.status = status
   local sid = load_session()
   if sid then save_session(sid, data) end
   return send(200, page("Payment", table.concat({
     "<p class=\"ok\">Payment of ", h(p.amount), " EUR to ", h(p.creditor), ": status ",
-    "<strong id=\"payment-status\">", h(status), "</strong></p>",
+    "<strong id=\"payment-status\">", h(status), "</strong>, <span id=\"payment-meaning\">",
+    h(status_words.payment(status, reason)), "</span>.</p>",
     "<p><a href=\"/\" id=\"back\">Back to the accounts</a></p>",
   })))
 end

@@ -10,7 +10,8 @@ local type, tonumber, floor = type, tonumber, math.floor
 
 local _M = {}
 
-local BOOKING = { booked = true, pending = true, both = true, information = true }
+-- "all" (Berlin Group 1.3.9+): booked, pending and information in one answer
+local BOOKING = { booked = true, pending = true, both = true, information = true, all = true }
 
 ---------------------------------------------------------------------------
 -- the AIS guard: Consent-ID, consent state, bearer token, frequencyPerDay
@@ -60,8 +61,17 @@ local function guard(ctx)
   if not t and c.approach == "oauth" and not c.basket then
     return nil, { common.err(ctx, 401, "TOKEN_UNKNOWN", "Authorization: Bearer <token> required for this consent") }
   end
-  if not common.header(ctx, "psu-ip-address") then
-    local used = common.incr("freq:" .. c.id .. ":" .. common.today(), 1)
+  -- frequencyPerDay, for reads without the PSU (no PSU-IP-Address). The
+  -- setting `frequency_rule`: "resource" counts per endpoint and account,
+  -- and the follow-up pages of a list (page > 1) are part of the first
+  -- read; "consent" counts every call against the consent.
+  local rule = ctx.cfg and ctx.cfg.frequency_rule
+  local page = tonumber((common.first((ctx.args or {}).page)))
+  local counted = not common.header(ctx, "psu-ip-address")
+    and (rule == "consent" or not (page and page > 1))
+  if counted then
+    local key = "freq:" .. c.id .. ":" .. common.today() .. (rule == "consent" and "" or ":" .. ctx.path)
+    local used = common.incr(key, 1)
     if used > (c.frequencyPerDay or 1) then
       local s, b, h = common.err(ctx, 429, "ACCESS_EXCEEDED",
         "frequencyPerDay (" .. tostring(c.frequencyPerDay) .. ") of this consent is used up for today")
@@ -295,8 +305,8 @@ local function transactions(kind)
       return common.err(ctx, 406, "REQUESTED_FORMATS_INVALID", "transactions are available as application/json only")
     end
     local status = arg(ctx, "bookingStatus")
-    if not status or not BOOKING[status] or (kind == "card" and status == "information") then
-      return common.err(ctx, 400, "FORMAT_ERROR", "bookingStatus must be booked, pending, both or information")
+    if not status or not BOOKING[status] or (kind == "card" and (status == "information" or status == "all")) then
+      return common.err(ctx, 400, "FORMAT_ERROR", "bookingStatus must be booked, pending, both, information or all")
     end
     local from, to = arg(ctx, "dateFrom"), arg(ctx, "dateTo")
     if status ~= "information" then
@@ -332,12 +342,12 @@ local function transactions(kind)
     end
     -- one list, pending first then booked (newest first), cut into pages
     local items = {}
-    if status == "pending" or status == "both" then
+    if status == "pending" or status == "both" or status == "all" then
       for _, tx in ipairs(common.get("txp:" .. ctx.variant .. ":" .. a.id) or {}) do
         items[#items + 1] = { "pending", tx }
       end
     end
-    if status == "booked" or status == "both" then
+    if status == "booked" or status == "both" or status == "all" then
       for _, tx in ipairs(common.get("tx:" .. ctx.variant .. ":" .. a.id) or {}) do
         local d = tx.bookingDate
         if d >= from and d <= to then items[#items + 1] = { "booked", tx } end
@@ -350,6 +360,7 @@ local function transactions(kind)
     out._links.account = common.link(ctx, prefix(a) .. a.id)
     if status ~= "pending" then out.booked = util.array() end
     if status ~= "booked" then out.pending = util.array() end
+    if status == "all" then out.information = standing_orders(ctx, a) end
     for i = (page - 1) * size + 1, math.min(page * size, #items) do
       local which, tx = items[i][1], items[i][2]
       local id = tx.transactionId or tx.cardTransactionId
@@ -385,6 +396,10 @@ end
 -- PIIS
 
 local function funds_confirmation(ctx)
+  -- Paysera: "coming soon"; served only with `funds_confirmation = true`
+  if not (ctx.cfg and ctx.cfg.funds_confirmation == true) then
+    return common.err(ctx, 405, "SERVICE_INVALID", "funds confirmation is not offered (yet)")
+  end
   local b, berr = common.body(ctx)
   if not b then return common.unpack(berr) end
   if type(b.account) ~= "table" then return common.err(ctx, 400, "FORMAT_ERROR", "account is required") end

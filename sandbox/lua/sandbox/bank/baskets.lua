@@ -350,4 +350,6 @@ add("PUT", "/" .. ID .. "/authorisations/" .. ID, update_auth)
 _M.routes[#_M.routes + 1] = { method = "*", pattern = ROOT .. "$", handler = not_offered, auth = "mtls" }
 _M.routes[#_M.routes + 1] = { method = "*", pattern = ROOT .. "/.+$", handler = not_offered, auth = "mtls" }
 
+sca.register("basket", { awaiting = _M.awaiting, owner_check = _M.owner_check, on_authorised = _M.on_authorised })
+
 return _M

@@ -126,11 +126,15 @@ function _M.norm_iban(s)
 end
 
 ---------------------------------------------------------------------------
--- links: Berlin answers with links relative to the host (starting with the
--- variant root), Georgia with absolute URLs, so clients prove both.
+-- links: the form is the variant's `link_form` setting. "host": relative to
+-- the host, starting with the variant root (Berlin's default); "absolute":
+-- full URLs (Georgia's default); "variant": relative to the variant root,
+-- "/v1/..." as in the examples of Paysera's Georgia pages.
 
 function _M.href(ctx, path)
-  if ctx.variant == "georgia" then
+  local form = ctx.cfg and ctx.cfg.link_form
+  if form == "variant" then return path end
+  if form == "absolute" or (form == nil and ctx.variant == "georgia") then
     return ctx.base_url .. ctx.root .. path
   end
   return ctx.root .. path
@@ -181,7 +185,14 @@ end
 ---------------------------------------------------------------------------
 -- errors and request helpers
 
+-- the codes Paysera's Georgia page lists under 403 and the Berlin Group
+-- guide under 401 (setting `token_error_status`)
+local TOKEN_CODES = { TOKEN_UNKNOWN = true, TOKEN_INVALID = true, TOKEN_EXPIRED = true, CONSENT_EXPIRED = true }
+
 function _M.err(ctx, status, code, detail)
+  if status == 401 and TOKEN_CODES[code] and ctx and ctx.cfg and tonumber(ctx.cfg.token_error_status) == 403 then
+    status = 403
+  end
   return require("sandbox.http").err(ctx, status, code, detail)
 end
 

@@ -4,7 +4,8 @@
 --   { id, variant, org_id, access, recurringIndicator, validUntil, frequencyPerDay,
 --     combinedServiceIndicator, status, created, lastActionDate, approach, required,
 --     redirect_uri, nok_uri, auths, approvals, psu, valid_at, request_id,
---     basket (id of the signing basket holding it) }
+--     basket (id of the signing basket holding it), offered (a bank-offered
+--     consent: the PSU picks the accounts on the bank's page), chosen }
 local common = require "sandbox.bank.common"
 local sca = require "sandbox.bank.sca"
 local util = common.util
@@ -78,12 +79,18 @@ local function check_access(access)
     out.restrictedTo = access.restrictedTo
   end
   if not any then
+    -- a bank-offered consent: accounts, balances and transactions all given
+    -- and empty, nothing else; the PSU picks the accounts on the bank's page
+    if out.accounts and out.balances and out.transactions and not out.restrictedTo then
+      out.offered = true
+      return out
+    end
     return nil, "access names no accounts (accounts, balances, transactions, availableAccounts, allPsd2)"
   end
   return out
 end
 
-local function check_body(b)
+local function check_body(ctx, b)
   local access, e = check_access(b.access)
   if not access then return nil, e end
   if type(b.recurringIndicator) ~= "boolean" then return nil, "recurringIndicator must be a boolean" end
@@ -91,6 +98,19 @@ local function check_body(b)
     return nil, "validUntil must be an ISO date (YYYY-MM-DD)"
   end
   if b.validUntil < common.today() then return nil, "validUntil lies in the past" end
+  -- the variant's longest consent (Paysera: 180 days on Berlin, 90 on Georgia):
+  -- a later validUntil (9999-12-31 asks for the longest) is capped, or refused
+  -- under `consent_over_max = "refuse"`
+  local max_days = tonumber(ctx.cfg and ctx.cfg.max_consent_days)
+  if max_days then
+    local last = common.iso_date(common.now() + max_days * 86400)
+    if b.validUntil > last then
+      if ctx.cfg.consent_over_max == "refuse" then
+        return nil, "validUntil lies beyond the longest consent of " .. max_days .. " days (" .. last .. ")"
+      end
+      access.valid_until = last
+    end
+  end
   local f = b.frequencyPerDay
   if type(f) ~= "number" or f ~= math.floor(f) or f < 1 then
     return nil, "frequencyPerDay must be an integer >= 1"
@@ -177,8 +197,28 @@ function _M.owner_check(c, _, psu)
   return true
 end
 
+-- `multiple_consents = "replace"` (Paysera keeps one consent per TPP and
+-- PSU): a consent that becomes valid ends the PSU's other valid consents
+-- of this TPP with terminatedByTpp, as Berlin Group says for a new consent.
+local function replace_older(c)
+  local cfg = require("sandbox.config").for_variant(c.variant)
+  if cfg.multiple_consents == "keep" or not c.psu then return end
+  for _, key in ipairs(require("sandbox.state").keys("consent:")) do
+    if key ~= "consent:" .. c.id then
+      common.update(key, function(x)
+        if not x or x.status ~= "valid" or x.variant ~= c.variant or x.org_id ~= c.org_id or x.psu ~= c.psu then
+          return nil
+        end
+        x.status = "terminatedByTpp"
+        x.replaced_by = c.id
+        return x
+      end)
+    end
+  end
+end
+
 function _M.on_authorised(auth, outcome)
-  local closed
+  local closed, valid
   common.update("consent:" .. auth.rid, function(c)
     if not c then return nil end
     if outcome == "failed" then
@@ -193,12 +233,51 @@ function _M.on_authorised(auth, outcome)
     if outcome == "complete" then
       c.status = "valid"
       c.valid_at = common.now()
+      valid = c
     else
       c.status = "partiallyAuthorised"
     end
     return c
   end)
   if closed then sca.close_all(closed) end
+  if valid then replace_older(valid) end
+end
+
+--- What the PSU picks on the bank's page for a bank-offered consent: the
+-- payment accounts (any of the variant's; only the PSU's own are accepted).
+function _M.choices(c)
+  if not c.offered or c.chosen then return nil end
+  local options = {}
+  for _, a in ipairs(require("sandbox.bank.seed").accounts(c.variant)) do
+    if a.kind == "account" then
+      options[#options + 1] = { value = a.id, label = a.iban .. " " .. a.currency .. " (" .. a.name .. ")" }
+    end
+  end
+  return { name = "account", multiple = true, prompt = "Choose the accounts to share:", options = options }
+end
+
+--- The PSU's pick: every chosen account must be the PSU's; the consent then
+-- covers their details, balances and transactions.
+-- @return true, or false and a message for the PSU
+function _M.choose(c, _, psu, values)
+  local refs = {}
+  for _, v in ipairs(values) do
+    local found
+    for _, a in ipairs(require("sandbox.bank.seed").accounts(c.variant)) do
+      if a.id == v and a.kind == "account" then found = a end
+    end
+    if not found or found.owner ~= psu then return false, "choose accounts you hold" end
+    refs[#refs + 1] = { iban = found.iban, currency = found.currency }
+  end
+  if #refs == 0 then return false, "choose at least one account" end
+  local done = common.update("consent:" .. c.id, function(x)
+    if not x or x.chosen then return nil end
+    x.access.accounts, x.access.balances, x.access.transactions = refs, util.copy(refs), util.copy(refs)
+    x.chosen = true
+    return x
+  end)
+  if done then c.access, c.chosen = done.access, true end
+  return true
 end
 
 --- Authorises a consent through its signing basket's SCA (`psus` approved
@@ -206,7 +285,7 @@ end
 -- (the basket's OAuth token is a PIS token).
 -- @return the consent afterwards, or nil when it no longer waited
 function _M.authorise_in_basket(id, psus)
-  return common.update("consent:" .. id, function(c)
+  local c = common.update("consent:" .. id, function(c)
     if not c or (c.status ~= "received" and c.status ~= "partiallyAuthorised") then return nil end
     c.approvals = psus
     c.psu = psus[1]
@@ -214,6 +293,8 @@ function _M.authorise_in_basket(id, psus)
     c.valid_at = common.now()
     return c
   end)
+  if c then replace_older(c) end
+  return c
 end
 
 ---------------------------------------------------------------------------
@@ -256,17 +337,23 @@ end
 local function create(ctx)
   local b, errr = common.body(ctx)
   if not b then return common.unpack(errr) end
-  local access, msg = check_body(b)
+  local access, msg = check_body(ctx, b)
   if not access then return common.err(ctx, 400, "FORMAT_ERROR", msg) end
+  local valid_until, offered = access.valid_until or b.validUntil, access.offered
+  access.valid_until, access.offered = nil, nil
   if b.combinedServiceIndicator then
     return common.err(ctx, 400, "SESSIONS_NOT_SUPPORTED", "combined AIS/PIS sessions are not supported")
   end
   local setup, serr = sca.setup(ctx)
   if not setup then return common.unpack(serr) end
   local approach, uri, nok, required = setup.approach, setup.uri, setup.nok, setup.required
+  if offered and approach ~= "oauth" and approach ~= "redirect" then
+    return common.err(ctx, 400, "FORMAT_ERROR", "a bank-offered consent needs the bank's page (oauth or redirect "
+      .. "approach) where the PSU picks the accounts")
+  end
   local c = {
-    id = util.uuid(), variant = ctx.variant, org_id = ctx.tpp.org_id, access = access,
-    recurringIndicator = b.recurringIndicator, validUntil = b.validUntil,
+    id = util.uuid(), variant = ctx.variant, org_id = ctx.tpp.org_id, access = access, offered = offered,
+    recurringIndicator = b.recurringIndicator, validUntil = valid_until,
     frequencyPerDay = b.frequencyPerDay, combinedServiceIndicator = b.combinedServiceIndicator,
     status = "received", created = common.now(), lastActionDate = common.today(),
     approach = approach, required = required, redirect_uri = uri, nok_uri = nok,
@@ -352,5 +439,8 @@ _M.routes = {
   { method = "PUT", pattern = "^/v1/consents/" .. ID .. "/authorisations/" .. ID .. "$", handler = update_auth,
     auth = "mtls", service = "AIS" },
 }
+
+sca.register("consent", { awaiting = _M.awaiting, owner_check = _M.owner_check, on_authorised = _M.on_authorised,
+  choices = _M.choices, choose = _M.choose })
 
 return _M

@@ -135,7 +135,9 @@ local function resource_of(ctx, scope, client_id)
 end
 
 local function describe(res, service, auth)
-  local lines = { "Requested by " .. tostring(res.org_id) .. "." }
+  local name = common.get("tpp_name:" .. tostring(res.org_id))
+  local lines = { "Requested by " .. (type(name) == "string" and (name .. " (" .. tostring(res.org_id) .. ")")
+    or tostring(res.org_id)) .. "." }
   if service == "AIS" then
     local a = res.access
     if a.allPsd2 then
@@ -234,6 +236,7 @@ local function form(ctx, p, res, service, auth, err, username)
       or auth.kind == "basket" and "Confirm signing basket" or "Confirm payment",
     bank = "Paysera sandbox bank", lines = describe(res, service, auth),
     action = ctx.root .. "/oauth/authorize", hidden = hidden, error = err, username = username,
+    choice = sca.choices(res, auth.kind),
   })
 end
 
@@ -258,7 +261,8 @@ local function authorize_post(ctx)
     return form(ctx, p, res, service, auth, "User name or password is wrong.", type(username) == "string" and username)
   end
   local kind = auth.kind
-  local ok, why = sca.psu_allowed(res, kind, username)
+  local ok, why = sca.pick(res, kind, username, params[(sca.choices(res, kind) or {}).name or ""])
+  if ok then ok, why = sca.psu_allowed(res, kind, username) end
   if not ok then return form(ctx, p, res, service, auth, "You cannot approve this: " .. why .. ".", username) end
   local code = util.random_token(43)
   local ttl = tonumber(ctx.cfg and ctx.cfg.code_ttl) or 300
@@ -281,7 +285,10 @@ end
 
 local function issue(ctx, scope, service, psu)
   local ttl = tonumber(ctx.cfg and ctx.cfg.token_ttl) or 3600
-  local rttl = tonumber(ctx.cfg and ctx.cfg.refresh_ttl) or 7776000
+  -- a refresh token lives as long as the variant's longest consent unless
+  -- `refresh_ttl` says otherwise (readings: docs/paysera.md)
+  local rttl = tonumber(ctx.cfg and ctx.cfg.refresh_ttl)
+    or (tonumber(ctx.cfg and ctx.cfg.max_consent_days) or 90) * 86400
   local now = common.now()
   local access = util.random_token(48)
   common.set(token_key("at:", access), {

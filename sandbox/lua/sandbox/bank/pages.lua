@@ -39,7 +39,7 @@ end
 
 --- The login and consent form.
 -- @param opts { title, bank, lines = { "what is authorised", ... }, action, hidden = { name = value },
---   error = message|nil, username = prefill|nil }
+--   error = message|nil, username = prefill|nil, choice = what the PSU picks|nil (see sca.choices) }
 -- @return status 200, html, headers
 function _M.authorise_form(opts)
   local out = {}
@@ -54,6 +54,16 @@ function _M.authorise_form(opts)
   table.sort(names)
   for _, k in ipairs(names) do
     out[#out + 1] = "<input type=\"hidden\" name=\"" .. esc(k) .. "\" value=\"" .. esc(opts.hidden[k]) .. "\">"
+  end
+  local choice = opts.choice
+  if choice then
+    out[#out + 1] = "<fieldset><legend>" .. esc(choice.prompt or "Choose:") .. "</legend>"
+    local typ = choice.multiple and "checkbox" or "radio"
+    for _, o in ipairs(choice.options) do
+      out[#out + 1] = "<label><input type=\"" .. typ .. "\" name=\"" .. esc(choice.name) .. "\" value=\""
+        .. esc(o.value) .. "\"> " .. esc(o.label) .. "</label>"
+    end
+    out[#out + 1] = "</fieldset>"
   end
   out[#out + 1] = "<label>User name <input type=\"text\" name=\"username\" autocomplete=\"username\" value=\""
     .. esc(opts.username or "") .. "\"></label>"

@@ -10,271 +10,25 @@
 local common = require "sandbox.bank.common"
 local sca = require "sandbox.bank.sca"
 local ledger = require "sandbox.bank.ledger"
+local checks = require "sandbox.bank.payment_checks"
+local schedule = require "sandbox.bank.schedule"
 local util = common.util
 
 local type = type
 
 local _M = {}
 
-local PRODUCTS = {
-  berlin = {
-    ["sepa-credit-transfers"] = { currency = "EUR" },
-    ["instant-sepa-credit-transfers"] = { currency = "EUR", instant = true },
-    ["target-2-payments"] = { currency = "EUR" },
-  },
-  georgia = {
-    aspsp = { internal = true },
-    domestic = { currency = "GEL", country = "GE" },
-    foreign = {},
-  },
-}
+local PRODUCTS = checks.PRODUCTS
 _M.PRODUCTS = PRODUCTS
 
 local SERVICES = { "payments", "periodic-payments", "bulk-payments" }
-local FREQUENCIES = {
-  Daily = { days = 1 }, Weekly = { days = 7 }, EveryTwoWeeks = { days = 14 },
-  Monthly = { months = 1 }, EveryTwoMonths = { months = 2 }, Quarterly = { months = 3 },
-  SemiAnnual = { months = 6 }, Annual = { months = 12 }, MonthlyVariable = { variable = true },
-}
-local CHARGE_BEARERS = { DEBT = true, CRED = true, SHAR = true, SLEV = true }
-local MAX_BULK = 100
 local SCHEDULE_LENGTH = 12
 local FINAL = { ACSC = true, ACCC = true, RJCT = true, CANC = true }
 
 local function base_path(p) return "/v1/" .. p.service .. "/" .. p.product .. "/" .. p.id end
 
----------------------------------------------------------------------------
--- body checks
-
-local function check_amount(v, where)
-  if type(v) ~= "table" then return nil, where .. " must be an object {currency, amount}" end
-  if type(v.currency) ~= "string" or not v.currency:match("^%u%u%u$") then
-    return nil, where .. ".currency must match [A-Z]{3}"
-  end
-  local m = common.parse_amount(v.amount)
-  if not m then return nil, where .. ".amount must match -?[0-9]{1,14}(.[0-9]{1,3})?" end
-  if m <= 0 then return nil, where .. ".amount must be positive" end
-  return m
-end
-
-local function check_account(v, where)
-  if type(v) ~= "table" then return nil, where .. " must be an object with an iban" end
-  if not common.iban_valid(v.iban) then return nil, where .. ".iban is not a valid IBAN" end
-  if v.currency ~= nil and (type(v.currency) ~= "string" or not v.currency:match("^%u%u%u$")) then
-    return nil, where .. ".currency must match [A-Z]{3}"
-  end
-  return common.norm_iban(v.iban)
-end
-
-local function check_text(v, where, max, required)
-  if v == nil then
-    if required then return where .. " is required" end
-    return nil
-  end
-  if type(v) ~= "string" or (required and v == "") or #v > max then
-    return where .. " must be a string of at most " .. max .. " characters"
-  end
-end
-
-local function check_date(v, where, not_before)
-  if type(v) ~= "string" or not common.is_date(v) then return where .. " must be an ISO date (YYYY-MM-DD)" end
-  if not_before and v < not_before then return where .. " must not lie before " .. not_before end
-end
-
--- creditor side of a single payment or a bulk entry
-local function check_credit(e, where, ctx, product)
-  local amount, err = check_amount(e.instructedAmount, where .. "instructedAmount")
-  if not amount then return nil, err end
-  local creditor
-  creditor, err = check_account(e.creditorAccount, where .. "creditorAccount")
-  if not creditor then return nil, err end
-  err = check_text(e.creditorName, where .. "creditorName", 70, true)
-    or check_text(e.remittanceInformationUnstructured, where .. "remittanceInformationUnstructured", 140)
-    or check_text(e.endToEndIdentification, where .. "endToEndIdentification", 35)
-  if err then return nil, err end
-  if e.creditorAgent ~= nil and (type(e.creditorAgent) ~= "string"
-      or not e.creditorAgent:match("^%u%u%u%u%u%u[%u2-9][%u%d]$")
-      and not e.creditorAgent:match("^%u%u%u%u%u%u[%u2-9][%u%d][%u%d][%u%d][%u%d]$")) then
-    return nil, where .. "creditorAgent is not a BIC"
-  end
-  if e.chargeBearer ~= nil and not CHARGE_BEARERS[e.chargeBearer] then
-    return nil, where .. "chargeBearer must be DEBT, CRED, SHAR or SLEV"
-  end
-  if e.creditorAddress ~= nil and (type(e.creditorAddress) ~= "table"
-      or type(e.creditorAddress.country) ~= "string" or not e.creditorAddress.country:match("^%u%u$")) then
-    return nil, where .. "creditorAddress.country must match [A-Z]{2}"
-  end
-  local ccy = e.instructedAmount.currency
-  local rule = PRODUCTS[ctx.variant][product]
-  if rule.currency and ccy ~= rule.currency then
-    return nil, "payment product " .. product .. " takes " .. rule.currency .. " amounts only"
-  end
-  if rule.country and creditor:sub(1, 2) ~= rule.country then
-    return nil, "payment product " .. product .. " needs a " .. rule.country .. " creditor IBAN"
-  end
-  if rule.internal and not ledger.find(ctx.variant, creditor, ccy) then
-    return nil, "payment product " .. product .. " needs a creditor account at this ASPSP"
-  end
-  return { amount = amount, creditor_iban = creditor, creditor_name = e.creditorName,
-    remittance = e.remittanceInformationUnstructured, end_to_end = e.endToEndIdentification, currency = ccy }
-end
-
---- Validates a payment body. Returns the parsed payment parts or nil, code, message.
-local function check_body(ctx, service, product, b)
-  local p = { legs = {} }
-  local debtor, err = check_account(b.debtorAccount, "debtorAccount")
-  if not debtor then return nil, "FORMAT_ERROR", err end
-  p.debtor_iban = debtor
-  err = check_text(b.debtorName, "debtorName", 70)
-  if err then return nil, "FORMAT_ERROR", err end
-  local today = common.today()
-  if service == "bulk-payments" then
-    if type(b.payments) ~= "table" or not util.is_array(b.payments) then
-      return nil, "FORMAT_ERROR", "payments must be a non-empty array"
-    end
-    if #b.payments > MAX_BULK then return nil, "FORMAT_ERROR", "at most " .. MAX_BULK .. " payments in a bulk" end
-    if b.batchBookingPreferred ~= nil and type(b.batchBookingPreferred) ~= "boolean" then
-      return nil, "FORMAT_ERROR", "batchBookingPreferred must be a boolean"
-    end
-    for i, e in ipairs(b.payments) do
-      if type(e) ~= "table" then return nil, "FORMAT_ERROR", "payments[" .. i .. "] must be an object" end
-      local leg, lerr = check_credit(e, "payments[" .. i .. "].", ctx, product)
-      if not leg then return nil, "FORMAT_ERROR", lerr end
-      if p.currency and leg.currency ~= p.currency then
-        return nil, "FORMAT_ERROR", "all payments of a bulk must use one currency"
-      end
-      p.currency = leg.currency
-      p.legs[i] = leg
-    end
-  else
-    local leg, lerr = check_credit(b, "", ctx, product)
-    if not leg then return nil, "FORMAT_ERROR", lerr end
-    p.currency = leg.currency
-    p.legs[1] = leg
-  end
-  if b.requestedExecutionDate ~= nil then
-    if service == "periodic-payments" then
-      return nil, "FORMAT_ERROR", "periodic payments take startDate, not requestedExecutionDate"
-    end
-    err = check_date(b.requestedExecutionDate, "requestedExecutionDate")
-    if err then return nil, "FORMAT_ERROR", err end
-    if b.requestedExecutionDate < today then
-      return nil, "EXECUTION_DATE_INVALID", "requestedExecutionDate lies in the past"
-    end
-    p.execution_date = b.requestedExecutionDate
-  end
-  if service == "periodic-payments" then
-    err = check_date(b.startDate, "startDate")
-    if err then return nil, "FORMAT_ERROR", err end
-    if b.startDate < today then return nil, "EXECUTION_DATE_INVALID", "startDate lies in the past" end
-    local f = FREQUENCIES[b.frequency]
-    if type(b.frequency) ~= "string" or not f then
-      return nil, "FORMAT_ERROR", "frequency must be one of Daily, Weekly, EveryTwoWeeks, Monthly, "
-        .. "EveryTwoMonths, Quarterly, SemiAnnual, Annual, MonthlyVariable"
-    end
-    if b.endDate ~= nil then
-      err = check_date(b.endDate, "endDate", b.startDate)
-      if err then return nil, "FORMAT_ERROR", err end
-    end
-    if b.executionRule ~= nil and b.executionRule ~= "following" and b.executionRule ~= "preceding" then
-      return nil, "FORMAT_ERROR", "executionRule must be following or preceding"
-    end
-    if b.dayOfExecution ~= nil then
-      local d = type(b.dayOfExecution) == "string" and b.dayOfExecution:match("^%d%d?$") and tonumber(b.dayOfExecution)
-      if not d or d < 1 or d > 31 then return nil, "FORMAT_ERROR", "dayOfExecution must be \"1\"..\"31\"" end
-    end
-    if b.monthsOfExecution ~= nil then
-      if not f.variable then return nil, "FORMAT_ERROR", "monthsOfExecution only goes with MonthlyVariable" end
-      if type(b.monthsOfExecution) ~= "table" or #b.monthsOfExecution < 1 or #b.monthsOfExecution > 11 then
-        return nil, "FORMAT_ERROR", "monthsOfExecution must hold 1 to 11 months"
-      end
-      for _, m in ipairs(b.monthsOfExecution) do
-        local n = type(m) == "string" and m:match("^%d%d?$") and tonumber(m)
-        if not n or n < 1 or n > 12 then
-          return nil, "FORMAT_ERROR", "monthsOfExecution entries must be \"1\"..\"12\""
-        end
-      end
-    elseif f.variable then
-      return nil, "FORMAT_ERROR", "MonthlyVariable needs monthsOfExecution"
-    end
-  end
-  local acct = ledger.find(ctx.variant, p.debtor_iban, p.currency)
-  if not acct then
-    return nil, "RESOURCE_UNKNOWN", "debtorAccount is not an account at this ASPSP"
-  end
-  local total = 0
-  for _, leg in ipairs(p.legs) do total = total + leg.amount end
-  p.amount = total
-  return p
-end
-
----------------------------------------------------------------------------
--- periodic schedule
-
-local function ymd(s)
-  local y, m, d = s:match("^(%d+)%-(%d+)%-(%d+)$")
-  return tonumber(y), tonumber(m), tonumber(d)
-end
-
-local function days_in_month(y, m)
-  local nd = m == 12 and util.parse_date(string.format("%04d-01-01", y + 1))
-    or util.parse_date(string.format("%04d-%02d-01", y, m + 1))
-  return tonumber(os.date("!%d", nd - 86400))
-end
-
-local function date_of(y, m, d)
-  local dim = days_in_month(y, m)
-  if d > dim then d = dim end
-  return string.format("%04d-%02d-%02d", y, m, d)
-end
-
--- weekend days move to the next (following) or previous (preceding) business day
-local function business_day(date, rule)
-  local t = util.parse_date(date)
-  local wday = tonumber(os.date("!%w", t))  -- 0 = Sunday
-  if wday ~= 0 and wday ~= 6 then return date end
-  if rule == "preceding" then
-    t = t - (wday == 6 and 1 or 2) * 86400
-  else
-    t = t + (wday == 6 and 2 or 1) * 86400
-  end
-  return util.iso_date(t)
-end
-
 --- Execution dates of a standing order (at most `n`, from startDate on).
-function _M.schedule(b, n)
-  local out = {}
-  local f = FREQUENCIES[b.frequency]
-  if not f then return out end
-  local sy, sm, sd = ymd(b.startDate)
-  local day = tonumber(b.dayOfExecution) or sd
-  local function push(date)
-    if b.endDate and date > b.endDate then return false end
-    if date >= b.startDate then out[#out + 1] = business_day(date, b.executionRule) end
-    return #out < n
-  end
-  if f.days then
-    local t = util.parse_date(b.startDate)
-    for i = 0, 10 * n do
-      if not push(util.iso_date(t + i * f.days * 86400)) then break end
-    end
-  else
-    local months = {}
-    if f.variable then
-      for _, m in ipairs(b.monthsOfExecution or {}) do months[tonumber(m)] = true end
-    end
-    local step = f.months or 1
-    local y, m = sy, sm
-    for _ = 1, 24 * n do
-      if not f.variable or months[m] then
-        if not push(date_of(y, m, day)) then break end
-      end
-      m = m + step
-      while m > 12 do m, y = m - 12, y + 1 end
-    end
-  end
-  return out
-end
+_M.schedule = schedule.dates
 
 ---------------------------------------------------------------------------
 -- execution
@@ -379,6 +133,7 @@ function _M.awaiting(p, kind)
 end
 
 function _M.owner_check(p, _, psu)
+  if not p.debtor_iban then return true end   -- the PSU picks the debtor account on the page
   for _, a in ipairs(require("sandbox.bank.seed").accounts(p.variant)) do
     if a.iban == p.debtor_iban and a.owner == psu then return true end
   end
@@ -408,6 +163,40 @@ function _M.on_authorised(auth, outcome)
     return
   end
   accept(p.id, {})
+end
+
+--- A payment without debtorAccount: the PSU picks one of the accounts in
+-- the payment's currency on the bank's page.
+function _M.choices(p, kind)
+  if p.debtor_iban or kind ~= "payment" then return nil end
+  local options = {}
+  for _, a in ipairs(require("sandbox.bank.seed").accounts(p.variant)) do
+    if a.kind == "account" and a.currency == p.currency then
+      options[#options + 1] = { value = a.id, label = a.iban .. " " .. a.currency .. " (" .. a.name .. ")" }
+    end
+  end
+  return { name = "account", multiple = false, prompt = "Pay from:", options = options }
+end
+
+--- The PSU's pick of the debtor account (one of the PSU's, in the currency).
+-- @return true, or false and a message for the PSU
+function _M.choose(p, _, psu, values)
+  if #values ~= 1 then return false, "choose the account to pay from" end
+  local found
+  for _, a in ipairs(require("sandbox.bank.seed").accounts(p.variant)) do
+    if a.id == values[1] and a.kind == "account" then found = a end
+  end
+  if not found or found.owner ~= psu or found.currency ~= p.currency then
+    return false, "choose one of your accounts in " .. p.currency
+  end
+  local done = common.update("payment:" .. p.id, function(x)
+    if not x or x.debtor_iban then return nil end
+    x.debtor_iban = found.iban
+    x.body.debtorAccount = { iban = found.iban, currency = found.currency }
+    return x
+  end)
+  if done then p.debtor_iban, p.body = done.debtor_iban, done.body end
+  return true
 end
 
 --- Authorises a payment through its signing basket's SCA (`psus` approved
@@ -457,7 +246,7 @@ function _M.describe(p)
   local kind = p.service == "periodic-payments" and ("Standing order (" .. tostring(p.body.frequency)
     .. " from " .. tostring(p.body.startDate) .. "): ")
     or p.service == "bulk-payments" and ("Bulk payment of " .. #p.legs .. " transfers: ") or "Payment: "
-  return kind .. table.concat(parts, "; ") .. ", from " .. p.debtor_iban
+  return kind .. table.concat(parts, "; ") .. ", from " .. (p.debtor_iban or "an account you choose")
 end
 
 ---------------------------------------------------------------------------
@@ -476,11 +265,15 @@ local function create(service)
     if perr[1] then return common.unpack(perr) end
     local b, berr = common.body(ctx)
     if not b then return common.unpack(berr) end
-    local parts, code, msg = check_body(ctx, service, product, b)
+    local parts, code, msg = checks.body(ctx, service, product, b)
     if not parts then return common.err(ctx, 400, code, msg) end
     local setup, serr = sca.setup(ctx)
     if not setup then return common.unpack(serr) end
     local approach, uri, nok, required = setup.approach, setup.uri, setup.nok, setup.required
+    if not parts.debtor_iban and approach ~= "oauth" and approach ~= "redirect" then
+      return common.err(ctx, 400, "FORMAT_ERROR", "debtorAccount is required unless the PSU picks it on the "
+        .. "bank's page (oauth or redirect approach)")
+    end
     local p = {
       id = util.uuid(), seq = common.incr("bank:payment_seq"), variant = ctx.variant,
       service = service, product = product, org_id = ctx.tpp.org_id, request_id = ctx.request_id,
@@ -551,7 +344,7 @@ end
 
 local function status(_, p)
   local body = { transactionStatus = p.status }
-  if not FINAL[p.status] then
+  if not FINAL[p.status] and p.debtor_iban then
     body.fundsAvailable = ledger.funds_available(p.variant, p.debtor_iban, p.currency, p.amount) == true
   end
   if p.status == "RJCT" and p.reason == "insufficient_funds" then
@@ -565,8 +358,9 @@ local function cancel(ctx, p)
   if p.status == "CANC" then
     return common.err(ctx, 409, "STATUS_INVALID", "payment is already cancelled")
   end
+  -- executed or rejected: 409 STATUS_INVALID, as Paysera's Georgia page says
   if p.status == "ACSC" or p.status == "ACCC" or p.status == "RJCT" or p.status == "ACSP" then
-    return common.err(ctx, 405, "CANCELLATION_INVALID", "payment is " .. p.status .. " and cannot be cancelled")
+    return common.err(ctx, 409, "STATUS_INVALID", "payment is " .. p.status .. " and cannot be cancelled")
   end
   if p.basket and (p.status == "RCVD" or p.status == "PATC") then
     return common.err(ctx, 409, "STATUS_INVALID", "the payment is in signing basket " .. p.basket
@@ -631,5 +425,9 @@ for _, service in ipairs(SERVICES) do
   add("PUT", "/" .. ID .. "/cancellation-authorisations/" .. ID,
     with_payment(service, auth_handler("cancellation", "put")))
 end
+
+sca.register("payment", { awaiting = _M.awaiting, owner_check = _M.owner_check, on_authorised = _M.on_authorised,
+  choices = _M.choices, choose = _M.choose })
+sca.register("cancellation", { awaiting = _M.awaiting, owner_check = _M.owner_check, on_authorised = _M.on_authorised })
 
 return _M

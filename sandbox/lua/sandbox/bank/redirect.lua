@@ -49,7 +49,7 @@ local function form(ctx, auth, res, state, err, username)
     title = auth.kind == "consent" and "Give account access"
       or auth.kind == "basket" and "Confirm signing basket" or "Confirm payment",
     lines = lines(res, auth), action = ctx.root .. "/sca/" .. auth.id,
-    hidden = { state = state or "" }, error = err, username = username,
+    hidden = { state = state or "" }, error = err, username = username, choice = sca.choices(res, auth.kind),
   })
 end
 
@@ -79,7 +79,8 @@ local function page_post(ctx)
   if not common.psu_login(username, first(params.password)) then
     return form(ctx, auth, res, state, "User name or password is wrong.", type(username) == "string" and username)
   end
-  local ok, why = sca.psu_allowed(res, auth.kind, username)
+  local ok, why = sca.pick(res, auth.kind, username, params[(sca.choices(res, auth.kind) or {}).name or ""])
+  if ok then ok, why = sca.psu_allowed(res, auth.kind, username) end
   if not ok then return form(ctx, auth, res, state, "You cannot approve this: " .. why .. ".", username) end
   local code = util.random_token(24)
   sca.unconfirmed(auth.id, username, { confirmation = code })

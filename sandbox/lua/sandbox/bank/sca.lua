@@ -54,10 +54,29 @@ local function res_key(kind, rid)
 end
 _M.res_key = res_key
 
+-- The hooks of each kind of resource, registered by the resource modules
+-- (consents, payments, baskets) when they load: sca never requires them.
+--   awaiting(res, kind) -> bool: does the resource still wait for this kind?
+--   owner_check(res, kind, psu) -> true | false, message for the PSU
+--   on_authorised(auth, outcome): outcome "complete" | "partial" | "failed"
+--   choices(res, kind) -> nil | { name, multiple, prompt, options = { {value, label} } }
+--     (optional: what the PSU picks on the bank's page, e.g. the accounts of a
+--     bank-offered consent or the debtor account of a payment without one)
+--   choose(res, kind, psu, values) -> true | false, message for the PSU
+local registry = {}
+
+--- Registers the SCA hooks of a kind of authorisation ("consent",
+-- "payment", "cancellation", "basket").
+function _M.register(kind, h)
+  assert(type(h.awaiting) == "function" and type(h.owner_check) == "function"
+    and type(h.on_authorised) == "function", "sca.register: awaiting, owner_check and on_authorised needed")
+  registry[kind] = h
+end
+
 local function hooks(kind)
-  if kind == "consent" then return require("sandbox.bank.consents") end
-  if kind == "basket" then return require("sandbox.bank.baskets") end
-  return require("sandbox.bank.payments")
+  local h = registry[kind]
+  if not h then error("sandbox.bank.sca: no resource module registered for " .. tostring(kind), 2) end
+  return h
 end
 
 local NOUN = { consent = "consent", basket = "signing basket" }
@@ -95,6 +114,20 @@ function _M.psu_allowed(res, kind, psu)
     return hooks(kind).owner_check(res, kind, psu)
   end
   return true
+end
+
+--- What the PSU must pick on the page for this resource, or nil.
+function _M.choices(res, kind)
+  local h = registry[kind]
+  return h and h.choices and h.choices(res, kind) or nil
+end
+
+--- Applies the PSU's pick from a page form (`values`: a string or a list).
+-- @return true, or false and a message for the PSU
+function _M.pick(res, kind, psu, values)
+  if not _M.choices(res, kind) then return true end
+  if type(values) ~= "table" then values = values and { values } or {} end
+  return hooks(kind).choose(res, kind, psu, values)
 end
 
 ---------------------------------------------------------------------------
@@ -176,7 +209,9 @@ function _M.create(ctx, res, kind, opts)
     status = opts.status or "received", psu = opts.psu, org_id = res.org_id, created = common.now(),
     tries = 0, redirect_uri = opts.redirect_uri or res.redirect_uri,
     nok_uri = opts.nok_uri or res.nok_uri,
-    delay = tonumber(cfg.decoupled_delay) or 0, timeout = tonumber(cfg.auth_timeout) or 900,
+    delay = tonumber(cfg.decoupled_delay) or 0,
+    -- a consent's SCA waits `consent_auth_timeout` (Paysera: one day), a payment's `auth_timeout`
+    timeout = tonumber(kind == "consent" and cfg.consent_auth_timeout or cfg.auth_timeout) or 900,
   }
   store(auth)
   common.update(res_key(kind, res.id), function(r)
@@ -306,7 +341,10 @@ function _M.auth_links(ctx, base_path, auth)
   local links = { scaStatus = common.link(ctx, path) }
   if FINAL[auth.status] then return links end
   if auth.approach == "oauth" then
-    links.scaOAuth = _M.metadata_link(ctx)
+    -- `sca.oauth_link = false`: no scaOAuth, the TPP finds the metadata itself
+    if not (ctx.cfg and ctx.cfg.sca and ctx.cfg.sca.oauth_link == false) then
+      links.scaOAuth = _M.metadata_link(ctx)
+    end
   elseif auth.approach == "redirect" then
     links.scaRedirect = { href = common.abs(ctx, "/sca/" .. auth.id) }
     links.confirmation = common.link(ctx, path)
@@ -393,8 +431,16 @@ local function fail_try(ctx, auth, status, code, detail)
   return common.err(ctx, status, code, detail)
 end
 
+-- the name of the SCA status field (`sca.status_field`: "scaStatus", or
+-- "scatransactionStatus" as Paysera's Georgia page spells it)
+local function status_field(ctx)
+  local f = ctx.cfg and ctx.cfg.sca and ctx.cfg.sca.status_field
+  return f == "scatransactionStatus" and f or "scaStatus"
+end
+
 local function respond(ctx, base_path, auth, fields, status)
-  local body = { scaStatus = auth.status, authorisationId = auth.id, _links = _M.auth_links(ctx, base_path, auth) }
+  local body = { authorisationId = auth.id, _links = _M.auth_links(ctx, base_path, auth) }
+  body[status_field(ctx)] = auth.status
   for k, v in pairs(fields or {}) do body[k] = v end
   local headers = { ["ASPSP-SCA-Approach"] = APPROACH_HEADER[auth.approach] }
   if status == 201 then headers["Location"] = common.abs(ctx, _M.auth_path(base_path, auth)) end
@@ -546,7 +592,8 @@ end
 function _M.get(ctx, res, kind, auth_id, base_path)
   local auth, e = find(ctx, res, kind, auth_id)
   if not auth then return common.unpack(e) end
-  local body = { scaStatus = auth.status, _links = _M.auth_links(ctx, base_path, auth) }
+  local body = { _links = _M.auth_links(ctx, base_path, auth) }
+  body[status_field(ctx)] = auth.status
   if auth.approach == "decoupled" and auth.status == "started" then body.psuMessage = DECOUPLED_MESSAGE end
   return 200, body
 end

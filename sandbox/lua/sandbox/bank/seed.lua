@@ -85,6 +85,10 @@ local function accounts_for(variant)
     list[#list + 1] = { id = "b-alice-card", kind = "card", maskedPan = "525412******3241", currency = "EUR",
       owner = "alice", name = "Alice Visa", product = "Paysera Visa Debit", balance = 745500, hold = 0,
       credit_limit = 1000000, tag = "card", history = 12, pending = 0 }
+    -- Paysera's Berlin variant also lists domestic RON transfers
+    list[#list + 1] = { id = "b-alice-ron", iban = main, currency = "RON", owner = "alice",
+      name = "Alice main account (RON)", product = "Current account", balance = 3000000, hold = 0,
+      tag = "ron", history = 4, pending = 0 }
   end
   for i, a in ipairs(list) do
     a.kind = a.kind or "account"

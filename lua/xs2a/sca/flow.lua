@@ -28,8 +28,13 @@
 -- step, OAuth state and PKCE verifier, authorisation id and links; never a
 -- token or a password) and `flow.resume(client, saved)` (`xs2a.resume`)
 -- continues it in another client or process sharing the same token store.
--- @module xs2a.flow
-local oauth = require "xs2a.oauth"
+-- @module xs2a.sca.flow
+local oauth = require "xs2a.sca.oauth"
+local errors = require "xs2a.errors"
+local crypto = require "xs2a.crypto"
+local date = require "xs2a.net.date"
+local url_mod = require "xs2a.net.url"
+local pipeline = require "xs2a.pipeline"
 
 local _M = {}
 
@@ -39,7 +44,7 @@ Flow.__index = Flow
 local unpack = table.unpack or unpack
 local function pack(...) return { n = select("#", ...), ... } end
 
-local now, sleep, new_error = oauth.now, oauth.sleep, oauth.new_error
+local now, new_error = date.now, errors.make
 
 --- Default seconds a flow waits for a decoupled SCA or a final status.
 _M.TIMEOUT = 900
@@ -51,20 +56,9 @@ local SAVE_VERSION = 1
 -- statuses after one of several required authorisations (multilevel SCA)
 local PARTIAL = { partiallyAuthorised = true, PATC = true, PART = false }
 
-local crypto_mod
-local function crypto()
-  if not crypto_mod then crypto_mod = require "xs2a.crypto" end
-  return crypto_mod
-end
-
 local function ct_equal(a, b)
   if type(a) ~= "string" or type(b) ~= "string" then return false end
-  local c = crypto()
-  if c.ct_equal then return c.ct_equal(a, b) end
-  if #a ~= #b then return false end
-  local diff = 0
-  for i = 1, #a do diff = diff + (a:byte(i) ~= b:byte(i) and 1 or 0) end
-  return diff == 0
+  return crypto.ct_equal(a, b)
 end
 
 local function deep_copy(v)
@@ -99,7 +93,7 @@ local function set_terminal(err, terminal)
 end
 
 local function append_query(url, params)
-  local q = oauth.encode_query(params)
+  local q = url_mod.encode_query(params)
   local base, frag = url:match("^([^#]*)(#?.*)$")
   return base .. (base:find("?", 1, true) and "&" or "?") .. q .. frag
 end
@@ -224,7 +218,7 @@ function Flow:_request(method, href, body, psu_extra)
   else
     req.url = href
   end
-  return self.client:request(req)
+  return pipeline.request(self.client, req)
 end
 
 function Flow:_begin_wait()
@@ -258,7 +252,7 @@ function Flow:_wait(message)
     return { kind = "wait", after = delay, message = message, authorisation_id = d.auth_id,
       approach = d.approach }
   end
-  sleep(self.client, delay)
+  self.client:sleep(delay)
 end
 
 -- Decides the next phase from an authorisation (or creation) response.
@@ -464,12 +458,12 @@ function phases.oauth_start(self)
   local d = self.d
   local meta, err = oauth.metadata(self.client, d.links.scaOAuth)
   if not meta then return nil, set_terminal(err, false) end
-  local c = crypto()
+  local c = crypto
   local verifier, challenge = c.pkce()
   d.meta_url = d.links.scaOAuth
   d.state = c.state()
   d.verifier = verifier
-  d.redirect_uri = self:_opt("redirect_uri", nil) or (self.client.opts and self.client.opts.redirect_uri)
+  d.redirect_uri = self:_opt("redirect_uri", nil) or self.client.redirect_uri
   if type(d.redirect_uri) ~= "string" then
     error("flow: a redirect_uri is required for the OAuth approach (client or authorise option)", 0)
   end
@@ -486,7 +480,7 @@ end
 
 -- checks the state of a callback; returns the query table or nil, err (non-terminal)
 function Flow:_callback(url)
-  local q = oauth.parse_query(url)
+  local q = url_mod.query_of(url)
   if not ct_equal(q.state, self.d.state) then
     self:_log("flow.state_mismatch", {})
     return nil, set_terminal(new_error{ kind = "sca", code = "STATE_MISMATCH",
@@ -526,7 +520,7 @@ end
 
 function phases.redirect_start(self)
   local d = self.d
-  d.state = crypto().state()
+  d.state = crypto.state()
   d.url = append_query(d.links.scaRedirect, { state = d.state })
   d.pending = true
   d.phase = "redirect_wait"

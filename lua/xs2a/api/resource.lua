@@ -1,0 +1,166 @@
+--- What the resource modules share: the PSU options, body checks, the
+-- creating calls' extra headers, and the generic `get`/`status`/`delete`
+-- of a resource described by its descriptor.
+--
+-- A descriptor (`Resource.desc`) says `what` (the name in errors),
+-- `status_field` (`consentStatus`, `transactionStatus`) and `deleted` (the
+-- status after a DELETE).
+-- @module xs2a.api.resource
+local errors = require "xs2a.errors"
+local json = require "xs2a.codec.json"
+local pipeline = require "xs2a.pipeline"
+local flow = require "xs2a.sca.flow"
+
+local type, tostring, pairs, ipairs, next, error = type, tostring, pairs, ipairs, next, error
+
+local _M = {}
+
+local request = pipeline.request
+_M.request = request
+
+-- flat PSU option -> key of the `psu` table (`psu_ip` -> `ip`...)
+local PSU_OPTS = {}
+for k in pairs(pipeline.PSU_HEADERS) do PSU_OPTS["psu_" .. k] = k end
+
+--- PSU options, from `psu = {...}` and flat `psu_ip`, `psu_id`... keys.
+-- @return table or nil
+function _M.psu_from(opts)
+  if type(opts) ~= "table" then return nil end
+  local psu
+  if type(opts.psu) == "table" then
+    psu = {}
+    for k, v in pairs(opts.psu) do psu[k] = v end
+  end
+  for opt, k in pairs(PSU_OPTS) do
+    local v = opts[opt]
+    if v ~= nil then
+      psu = psu or {}
+      psu[k] = v
+    end
+  end
+  return psu
+end
+
+--- A copy of query `a` with the keys of `b` on top.
+function _M.merge_query(a, b)
+  if not b then return a end
+  local out = {}
+  for k, v in pairs(a or {}) do out[k] = v end
+  for k, v in pairs(b) do out[k] = v end
+  return out
+end
+
+--- The SCA approach the bank announced (`ASPSP-SCA-Approach`), lowercase.
+function _M.approach_of(res)
+  local a = res.headers and res.headers["aspsp-sca-approach"]
+  return a and tostring(a):lower() or nil
+end
+
+--- The body as a JSON object, or nil and a protocol error.
+function _M.body_table(res, what)
+  if type(res.json) ~= "table" then
+    return nil, errors.protocol(what .. ": response has no JSON object", { status = res.status,
+      request_id = res.request_id }, "BAD_RESPONSE")
+  end
+  return res.json
+end
+
+--- `b[key]` must be a JSON array of objects: the list, or nil and a protocol error.
+function _M.body_list(res, b, key, what)
+  local t = b[key]
+  -- an empty `{}` counts as an empty list (what many JSON encoders write)
+  local ok = type(t) == "table" and (json.is_array(t) or next(t) == nil)
+  if ok then
+    for _, v in ipairs(t) do
+      if type(v) ~= "table" then ok = false break end
+    end
+  end
+  if not ok then
+    return nil, errors.protocol(what .. ": " .. key .. " is not a list of objects", { status = res.status,
+      request_id = res.request_id }, "BAD_RESPONSE")
+  end
+  return t
+end
+
+--- `b[key]` (or the body itself when the bank sends it unwrapped) as an object.
+function _M.body_object(res, b, key, what)
+  local t = b[key]
+  if t == nil then t = b end
+  if type(t) ~= "table" or json.is_array(t) then
+    return nil, errors.protocol(what .. ": " .. key .. " is not an object", { status = res.status,
+      request_id = res.request_id }, "BAD_RESPONSE")
+  end
+  return t
+end
+
+--- Extra headers of a creating call: `opts.headers` and the TPP-*-Preferred ones.
+function _M.tpp_headers(opts)
+  local headers = {}
+  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  if opts.redirect_preferred ~= nil then headers["TPP-Redirect-Preferred"] = tostring(opts.redirect_preferred) end
+  if opts.decoupled_preferred ~= nil then
+    headers["TPP-Decoupled-Preferred"] = tostring(opts.decoupled_preferred)
+  end
+  if opts.explicit ~= nil then headers["TPP-Explicit-Authorisation-Preferred"] = tostring(opts.explicit) end
+  return headers
+end
+
+--- Raises (a programming error) unless `v` is a non-empty string.
+function _M.need_string(v, what)
+  if type(v) ~= "string" or v == "" then
+    error(what .. " must be a non-empty string", 3)
+  end
+end
+
+--- Starts the SCA flow of a resource.
+function _M.start_flow(client, resource, opts)
+  return flow.start(client, resource, opts)
+end
+
+------------------------------------------------------------------------------
+-- generic methods from the descriptor
+
+--- `GET <path>`: the resource's data (kept in `self.data`).
+-- @return body or nil, err
+function _M.get(self)
+  local desc = self.desc
+  local res, err = request(self.client, { method = "GET", path = self.path, service = self.service,
+    token = self.token_key })
+  if not res then return nil, err end
+  local b, berr = _M.body_table(res, desc.what .. ":get")
+  if not b then return nil, berr end
+  self.data = b
+  local st = b[desc.status_field]
+  if type(st) == "string" then self.last_status = st end
+  return b
+end
+
+--- `GET <path>/status`.
+-- @return the status, body | nil, err
+function _M.status(self)
+  local desc = self.desc
+  local res, err = request(self.client, { method = "GET", path = self.path .. "/status", service = self.service,
+    token = self.token_key })
+  if not res then return nil, err end
+  local b, berr = _M.body_table(res, desc.what .. ":status")
+  if not b then return nil, berr end
+  local st = b[desc.status_field]
+  if type(st) ~= "string" then
+    return nil, errors.protocol(desc.what .. ":status: no " .. desc.status_field, { status = res.status,
+      request_id = res.request_id }, "BAD_RESPONSE")
+  end
+  self.last_status = st
+  return st, b
+end
+
+--- `DELETE <path>`.
+-- @return true or nil, err
+function _M.delete(self)
+  local res, err = request(self.client, { method = "DELETE", path = self.path, service = self.service,
+    token = self.token_key, idempotent = true })
+  if not res then return nil, err end
+  self.last_status = self.desc.deleted
+  return true
+end
+
+return _M

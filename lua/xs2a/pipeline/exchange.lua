@@ -1,0 +1,135 @@
+--- The exchange: the one record the pipeline's stages share for a logical
+-- request (its attempts included). It replaces positional arguments and
+-- multiple return values between stages.
+--
+-- Fields set once by `new` (from the caller's request):
+--   `req` (the caller's table), `method`, `url`, `path` (under the variant
+--   root, for errors and logs), `service`, `body` (encoded), `ctype`,
+--   `idempotent`, `token_key`, `freq` (`{ consent_id, resource, max }` when
+--   the read spends a frequencyPerDay unit).
+-- Fields of the current attempt (reset by `begin_attempt`):
+--   `attempt`, `request_id`, `headers`, `token` (the access token sent),
+--   `release` (the limiter slot), `treq` (what the transport gets), `res`
+--   (the transport's answer), `out` (the result being built), `started`.
+-- Fields of the whole request: `first_request_id`, `refreshed`,
+--   `freq_undo` (gives the frequencyPerDay unit back), `max_attempts`.
+-- @module xs2a.pipeline.exchange
+local url = require "xs2a.net.url"
+local json = require "xs2a.codec.json"
+local errors = require "xs2a.errors"
+
+local type, tostring, next, error = type, tostring, next, error
+local str_find, str_sub, str_match = string.find, string.sub, string.match
+
+local _M = {}
+
+-- AIS reads that spend a frequencyPerDay unit when the PSU is not present
+local AIS_READ = { "^/v1/accounts", "^/v1/card%-accounts" }
+local function is_ais_read(path)
+  for i = 1, #AIS_READ do
+    if str_find(path, AIS_READ[i]) then return true end
+  end
+  return false
+end
+
+--- Builds the exchange of a caller's request. Programmer errors (a bad
+-- method, no path) raise at `level`; runtime failures return nil, err.
+-- @param ctx the client context (`base_url`, `root`, `origin`, `roles`, `limiter`, `store`, `profile`)
+-- @param req the caller's request (see `client:request`)
+-- @return exchange, or nil, err
+function _M.new(ctx, req, level)
+  level = (level or 1) + 1
+  if type(req) ~= "table" then error("request must be a table", level) end
+  local method = req.method or "GET"
+  if type(method) ~= "string" or not str_find(method, "^%u+$") then
+    error("bad method " .. tostring(method), level)
+  end
+
+  local full, path
+  if req.url then
+    local err
+    full, err = _M.resolve(ctx, req.url, req.allow_foreign)
+    if not full then return nil, err end
+    if req.query and next(req.query) then
+      full = full .. (str_find(full, "?", 1, true) and "&" or "?") .. url.encode_query(req.query)
+    end
+    local pu = url.parse(full)
+    path = pu and pu.path or full
+    if pu and str_sub(path, 1, #ctx.root) == ctx.root then path = str_sub(path, #ctx.root + 1) end
+  elseif req.path then
+    if type(req.path) ~= "string" or str_sub(req.path, 1, 1) ~= "/" then error("path must start with /", level) end
+    local q = url.encode_query(req.query)
+    full = ctx.base_url .. ctx.root .. req.path .. (q ~= "" and ("?" .. q) or "")
+    path = req.path
+  else
+    error("request needs path or url", level)
+  end
+
+  local body, ctype
+  if req.form ~= nil then
+    body = url.encode_query(req.form)
+    ctype = "application/x-www-form-urlencoded"
+  elseif type(req.body) == "table" then
+    local err
+    body, err = json.encode(req.body)
+    if not body then
+      return nil, errors.new("config", { code = "BODY_INVALID", text = err, method = method, path = path })
+    end
+    ctype = "application/json"
+  elseif type(req.body) == "string" then
+    body = req.body
+    ctype = "application/json"
+  elseif req.body ~= nil then
+    error("body must be a table or a string", level)
+  end
+
+  local idempotent = req.idempotent
+  if idempotent == nil then idempotent = method == "GET" or method == "HEAD" end
+
+  local ex = {
+    req = req, method = method, url = full, path = path, service = req.service,
+    body = body, ctype = ctype, idempotent = idempotent, token_key = req.token,
+    attempt = 0, refreshed = false,
+  }
+  -- frequencyPerDay for AIS reads without the PSU: one unit per attempt
+  -- that reaches the bank (given back when the bank refused before counting)
+  if req.service == "AIS" and method == "GET" and req.consent_id and not (type(req.psu) == "table"
+      and req.psu.ip ~= nil) and not req.follow and ctx.limiter and is_ais_read(path) then
+    ex.freq = { consent_id = req.consent_id, resource = str_match(path, "^([^?]*)"),
+      max = req.frequency_per_day or ctx:consent_frequency(req.consent_id) }
+  end
+  return ex
+end
+
+--- Resolves a link href (absolute, or relative with/without the root).
+-- Refuses links to another origin: the client would send its certificate
+-- and tokens there.
+-- @return url or nil, err
+function _M.resolve(ctx, href, allow_foreign)
+  local full, err = url.resolve(ctx.base_url, ctx.root, href)
+  if not full then return nil, errors.protocol("bad link: " .. tostring(err), nil, "BAD_LINK") end
+  if not allow_foreign then
+    local u = url.parse(full)
+    if not u or u.origin ~= ctx.origin then
+      return nil, errors.protocol("refusing a link to another origin (" .. (u and u.origin or "?") .. ")",
+        nil, "FOREIGN_LINK")
+    end
+  end
+  return full
+end
+
+--- Starts an attempt: clears what the previous one left.
+function _M.begin_attempt(ex, request_id)
+  ex.attempt = ex.attempt + 1
+  ex.request_id = request_id
+  ex.first_request_id = ex.first_request_id or request_id
+  ex.headers, ex.token, ex.treq, ex.res, ex.out, ex.release, ex.started = nil, nil, nil, nil, nil, nil, nil
+  return ex
+end
+
+--- The fields of an error's context: `{ method, path, request_id, idempotent }`.
+function _M.error_ctx(ex)
+  return { method = ex.method, path = ex.path, request_id = ex.request_id, idempotent = ex.idempotent }
+end
+
+return _M
