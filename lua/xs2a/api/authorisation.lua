@@ -45,7 +45,7 @@ local json = require "xs2a.codec.json"
 local url = require "xs2a.net.url"
 local resource = require "xs2a.api.resource"
 
-local type, tostring, pairs, ipairs, setmetatable = type, tostring, pairs, ipairs, setmetatable
+local type, tostring, ipairs, setmetatable = type, tostring, ipairs, setmetatable
 local request, psu_from, body_table, approach_of = resource.request, resource.psu_from, resource.body_table,
   resource.approach_of
 
@@ -148,7 +148,6 @@ end
 local function call(res, req, opts)
   req.service = res.service
   req.psu = psu_of(res, opts or {})
-  if res.kind == "consent" then req.consent_id = nil end
   return request(res.client, req)
 end
 
@@ -196,7 +195,7 @@ function _M.start(res, opts)
     body.psuData = { password = opts.password }
   end
   local r, err = call(res, { method = "POST", path = res.authorisations_path, body = body, headers = headers,
-    redirect = true, redirect_uri = opts.redirect_uri, idempotent = false, secrets = { opts.password } }, opts)
+    redirect = true, redirect_uri = opts.redirect_uri, idempotent = false }, opts)
   if not r then return nil, err end
   local out, rerr = result_of(r, res.kind .. ":start_authorisation")
   if not out then return nil, rerr end
@@ -225,9 +224,8 @@ function Authorisation:status()
 end
 
 -- PUT .../authorisations/{id} with `body`
-local function update(self, body, opts, what, secret)
-  local r, err = call(self.resource, { method = "PUT", path = self.path, body = body, idempotent = false,
-    secrets = { secret } }, opts)
+local function update(self, body, opts, what)
+  local r, err = call(self.resource, { method = "PUT", path = self.path, body = body, idempotent = false }, opts)
   if not r then return nil, err end
   local out, rerr = result_of(r, "authorisation:" .. what)
   if not out then return nil, rerr end
@@ -257,7 +255,7 @@ end
 function Authorisation:authenticate(password, opts)
   local e = need_arg(password, "password")
   if e then return nil, e end
-  return update(self, { psuData = { password = password } }, opts, "authenticate", password)
+  return update(self, { psuData = { password = password } }, opts, "authenticate")
 end
 
 --- Select the SCA method (`authenticationMethodId`).
@@ -271,14 +269,14 @@ end
 function Authorisation:authorise_transaction(sca_data, opts)
   local e = need_arg(sca_data, "SCA authentication data")
   if e then return nil, e end
-  return update(self, { scaAuthenticationData = sca_data }, opts, "authorise_transaction", sca_data)
+  return update(self, { scaAuthenticationData = sca_data }, opts, "authorise_transaction")
 end
 
 --- Authorisation confirmation (`confirmationCode`, redirect approach).
 function Authorisation:confirm(code, opts)
   local e = need_arg(code, "confirmation code")
   if e then return nil, e end
-  return update(self, { confirmationCode = code }, opts, "confirm", code)
+  return update(self, { confirmationCode = code }, opts, "confirm")
 end
 
 --- Adds the resource-level methods to a resource class (`Consent`,
