@@ -55,12 +55,15 @@ static int http_curl_ready = 0;
 #define MAX_TIMEOUT 86400000              /* one day, in ms */
 #define DRIVE_SLICE 1000                  /* longest single wait inside request() */
 #define MAX_CONNECTS 64                   /* idle connections kept by a session */
+#define POOL_MAX 64                       /* finished transfers kept for reuse */
+#define POOL_BUF_MAX (64 * 1024)          /* larger response buffers are not kept */
 
 enum { XF_NEW, XF_RUNNING, XF_DONE, XF_CLAIMED };
 
 typedef struct membuf {
   char *p;                 /* owned (malloc) */
   size_t len, cap;
+  size_t hi;               /* bytes written at some point: what a wipe covers */
 } membuf;
 
 typedef struct xs2a_session xs2a_session;
@@ -87,6 +90,9 @@ struct xs2a_session {
   CURLSH *share;               /* owned */
   CURLM *multi;                /* owned */
   xfer *xfers;                 /* owned list */
+  xfer *pool;                  /* owned: finished transfers kept for reuse (easy handle
+                                * and buffers, wiped), linked by next */
+  int npool;
   lua_Integer next_id;
   /* TLS objects parsed once per session and installed into each new
    * connection's SSL_CTX by ssl_ctx_setup (up-referenced, freed on close) */
@@ -137,7 +143,7 @@ static int membuf_add(membuf *b, const char *p, size_t n) {
     if (np == NULL) return 0;
     if (b->p != NULL) {
       memcpy(np, b->p, b->len);
-      OPENSSL_cleanse(b->p, b->cap);
+      OPENSSL_cleanse(b->p, b->hi);
       free(b->p);
     }
     b->p = np;
@@ -145,14 +151,26 @@ static int membuf_add(membuf *b, const char *p, size_t n) {
   }
   memcpy(b->p + b->len, p, n);
   b->len += n;
+  if (b->len > b->hi) b->hi = b->len;
   return 1;
 }
 
+/* wipes what was written; keeps the memory when it is small */
+static void membuf_wipe(membuf *b) {
+  if (b->p != NULL) OPENSSL_cleanse(b->p, b->hi);
+  b->len = b->hi = 0;
+  if (b->cap > POOL_BUF_MAX) {
+    free(b->p);
+    b->p = NULL;
+    b->cap = 0;
+  }
+}
+
 static void membuf_free(membuf *b) {
-  if (b->p != NULL) OPENSSL_cleanse(b->p, b->cap);
+  if (b->p != NULL) OPENSSL_cleanse(b->p, b->hi);
   free(b->p);
   b->p = NULL;
-  b->len = b->cap = 0;
+  b->len = b->cap = b->hi = 0;
 }
 
 /* RFC 9110 tchar: what a method or a header name may contain. */
@@ -214,15 +232,46 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
 /* ------------------------------------------------------------------ */
 /* Transfers                                                           */
 
-static void xfer_free(xs2a_session *s, xfer *x) {
-  if (x->easy != NULL) {
-    if (x->state == XF_RUNNING && s->multi != NULL) curl_multi_remove_handle(s->multi, x->easy);
-    curl_easy_cleanup(x->easy);
-  }
+static void xfer_destroy(xfer *x) {
+  if (x->easy != NULL) curl_easy_cleanup(x->easy);
   curl_slist_free_all(x->hdrs);
   membuf_free(&x->body);
   membuf_free(&x->head);
   free(x);
+}
+
+/* A finished transfer goes back to the session's pool (its easy handle
+ * reset, its buffers wiped) while the session is open and the pool has
+ * room: a new easy handle and its buffers cost more than the request. */
+static void xfer_free(xs2a_session *s, xfer *x) {
+  if (x->easy != NULL && x->state == XF_RUNNING && s->multi != NULL)
+    curl_multi_remove_handle(s->multi, x->easy);
+  if (s->open && x->easy != NULL && s->npool < POOL_MAX) {
+    curl_easy_reset(x->easy);
+    curl_slist_free_all(x->hdrs);
+    x->hdrs = NULL;
+    membuf_wipe(&x->body);
+    membuf_wipe(&x->head);
+    x->next = s->pool;
+    s->pool = x;
+    s->npool++;
+    return;
+  }
+  xfer_destroy(x);
+}
+
+/* a transfer from the pool (easy handle and buffers kept), or a new one */
+static xfer *xfer_new(xs2a_session *s) {
+  xfer *x = s->pool;
+  if (x == NULL) return (xfer *)calloc(1, sizeof *x);
+  s->pool = x->next;
+  s->npool--;
+  x->next = NULL;
+  x->id = 0;
+  x->result = CURLE_OK;
+  x->too_large = x->oom = 0;
+  x->errbuf[0] = '\0';
+  return x;
 }
 
 static void xfer_unlink(xs2a_session *s, xfer *x) {
@@ -310,7 +359,7 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
   }
 
   sweep(s);
-  x = (xfer *)calloc(1, sizeof *x);
+  x = xfer_new(s);
   if (x == NULL) luaL_error(L, "request: out of memory");
   x->state = XF_NEW;
   x->next = s->xfers;          /* linked before anything can raise: close or sweep frees it */
@@ -353,7 +402,8 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
   if ((!has_ctype && !add_header(x, "Content-Type:")) || (!has_expect && !add_header(x, "Expect:")))
     luaL_error(L, "request: out of memory");
 
-  if ((e = x->easy = curl_easy_init()) == NULL) luaL_error(L, "request: out of memory");
+  if (x->easy == NULL && (x->easy = curl_easy_init()) == NULL) luaL_error(L, "request: out of memory");
+  e = x->easy;
   curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
   curl_easy_setopt(e, CURLOPT_SHARE, s->share);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
@@ -695,11 +745,18 @@ static int push_result(lua_State *L, xfer *x) {
 /* The userdata                                                        */
 
 static void session_release(xs2a_session *s) {
+  s->open = 0;                 /* xfer_free() pools nothing from here on */
   while (s->xfers != NULL) {
     xfer *x = s->xfers;
     s->xfers = x->next;
     xfer_free(s, x);
   }
+  while (s->pool != NULL) {
+    xfer *x = s->pool;
+    s->pool = x->next;
+    xfer_destroy(x);
+  }
+  s->npool = 0;
   if (s->multi != NULL) { curl_multi_cleanup(s->multi); s->multi = NULL; }
   if (s->share != NULL) { curl_share_cleanup(s->share); s->share = NULL; }
   if (s->cert != NULL) { X509_free(s->cert); s->cert = NULL; }

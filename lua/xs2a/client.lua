@@ -29,9 +29,9 @@
 -- * `store`: a store (default `xs2a.store.memory()`);
 -- * `log`: `function(level, event, fields)`, fields already redacted;
 -- * `transport`: an object with `request(req)` (default: `xs2a.transport.new`);
--- * `limits`: `{ per_second, per_hour, concurrent, headroom = 0.9 }` on top of the
---   profile's, or `false` (the client aims at `headroom` times the per-second
---   limit, so latency jitter cannot push a burst over the bank's limit);
+-- * `limits`: `{ per_second, per_hour, concurrent, margin = 0.025, headroom = 1 }` on
+--   top of the profile's, or `false` (at most `headroom` times `per_second`
+--   requests start in any window of 1 s + `margin`: the margin absorbs latency jitter);
 -- * `retry`: `{ max_attempts = 3, base_delay = 0.2, max_delay = 5, max_retry_after = 30 }`;
 -- * `timeouts`: `{ connect = 5000, total = 30000 }` (ms); `max_body` (bytes).
 --
@@ -274,7 +274,7 @@ function _M.new(opts)
       store = store,
       id = tostring(self.client_id or "tpp") .. "@" .. u.host .. ":" .. u.port,
       per_second = l.per_second, per_hour = l.per_hour, concurrent = l.concurrent,
-      headroom = l.headroom,
+      headroom = l.headroom, margin = l.margin,
       sleep = function(s) return self:sleep(s) end,
       lease_ttl = math.ceil((timeouts.total or 30000) / 1000) + 10,
       max_wait = l.max_wait,

@@ -11,39 +11,39 @@
 -- transfer to the session's multi handle and calls
 -- `sched:wait_http(session, id)`, which yields until `session:poll()` reports
 -- that transfer. Sleeps (`parallel.sleep`, the limiter's waits, retry
--- backoff) yield too. Inside nginx the functions run as `ngx.thread`s (the
--- ngx transport yields on its own).
+-- backoff) yield too, and so does waiting on a `parallel.semaphore`, which
+-- wakes the first waiter as soon as a permit is released. Inside nginx the
+-- functions run as `ngx.thread`s (the ngx transport yields on its own) and a
+-- semaphore is an `ngx.semaphore`.
+--
+-- Timers are kept in a binary heap and semaphore waiters in FIFO queues, so
+-- thousands of waiting tasks cost the scheduler O(log n) per wake-up, not a
+-- scan of every task.
 --
 -- A coroutine created by the function itself (for example inside a flow) is
 -- not scheduled: requests made from it block until they finish (correct, just
 -- not overlapping).
 -- @module xs2a.parallel
+local core = require "xs2a.core"
+
 local co_create, co_resume, co_yield, co_running, co_status =
   coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
-local select, type, pairs, setmetatable, unpack = select, type, pairs, setmetatable, table.unpack or unpack
+local select, type, pairs, ipairs, next, setmetatable, tostring, tonumber =
+  select, type, pairs, ipairs, next, setmetatable, tostring, tonumber
+local unpack = table.unpack or unpack -- luacheck: ignore 143
+local floor, min, max = math.floor, math.min, math.max
+local monotonic, core_sleep = core.monotonic, core.sleep
 
 local _M = {}
 
 -- coroutine -> scheduler that owns it
 local owners = setmetatable({}, { __mode = "k" })
 
-local WAIT_HTTP, SLEEP = {}, {}
-
-local core = require "xs2a.core"
-local function get_core() return core end
-
-local function clock()
-  local c = get_core()
-  if c and c.monotonic then return c.monotonic() end
-  return os.clock()
-end
+local WAIT_HTTP, SLEEP, WAIT_SEM = {}, {}, {}
+local NO_ARGS = { n = 0 }
 
 local function block_sleep(s)
-  if s <= 0 then return end
-  local c = get_core()
-  if c and c.sleep then return c.sleep(s * 1000) end
-  local t = os.clock() + s
-  repeat until os.clock() >= t
+  if s > 0 then core_sleep(s * 1000) end
 end
 
 local function pack(...) return { n = select("#", ...), ... } end
@@ -55,6 +55,15 @@ function _M.current()
   return owners[co]
 end
 
+-- nginx, when the current phase may yield (ngx.sleep, cosockets, semaphores)
+local YIELDING_PHASES = { rewrite = true, access = true, content = true, timer = true,
+  ssl_cert = true, ssl_session_fetch = true }
+local function ngx_yieldable()
+  local ngx = rawget(_G, "ngx")
+  if ngx and ngx.get_phase and YIELDING_PHASES[ngx.get_phase()] then return ngx end
+  return nil
+end
+
 --- Sleeps `s` seconds without blocking other work where possible: the
 -- current scheduler, then nginx's `ngx.sleep`, then a blocking sleep.
 function _M.sleep(s)
@@ -62,20 +71,53 @@ function _M.sleep(s)
   if s < 0 then s = 0 end
   local sched = _M.current()
   if sched then return sched:sleep(s) end
-  local ngx = rawget(_G, "ngx")
-  if ngx and ngx.sleep and ngx.get_phase then
-    local phase = ngx.get_phase()
-    if phase ~= "init" and phase ~= "init_worker" and phase ~= "log" and phase ~= "header_filter"
-        and phase ~= "body_filter" and phase ~= "set" then
-      return ngx.sleep(s)
-    end
-  end
+  local ngx = ngx_yieldable()
+  if ngx then return ngx.sleep(s) end
   return block_sleep(s)
+end
+
+------------------------------------------------------------------------------
+-- timers: a binary min-heap of { at, co, waiter? }
+
+local function heap_push(h, e)
+  local i = #h + 1
+  h[i] = e
+  while i > 1 do
+    local p = floor(i / 2)
+    if h[p].at <= e.at then break end
+    h[i], h[p] = h[p], e
+    i = p
+  end
+end
+
+local function heap_pop(h)
+  local n = #h
+  local top, last = h[1], h[n]
+  h[n] = nil
+  n = n - 1
+  if n == 0 then return top end
+  local i = 1
+  while true do
+    local c = 2 * i
+    if c > n then break end
+    if c + 1 <= n and h[c + 1].at < h[c].at then c = c + 1 end
+    if h[c].at >= last.at then break end
+    h[i] = h[c]
+    i = c
+  end
+  h[i] = last
+  return top
 end
 
 local Sched = {}
 Sched.__index = Sched
 Sched.__name = "xs2a.Scheduler"
+
+-- makes the task of `co` runnable with the given arguments
+local function ready(self, co, args)
+  local task = self.tasks[co]
+  if task then self.ready[#self.ready + 1] = { task = task, args = args or NO_ARGS } end
+end
 
 --- Called by a transport from inside a scheduled coroutine after
 -- `session:submit(req)` returned `id`. Yields until the transfer finishes.
@@ -100,7 +142,7 @@ end
 function Sched:sleep(s)
   local co = co_running()
   if owners[co] ~= self then return block_sleep(s) end
-  self.sleepers[#self.sleepers + 1] = { co = co, at = clock() + (tonumber(s) or 0) }
+  heap_push(self.timers, { at = monotonic() + (tonumber(s) or 0), co = co })
   return co_yield(SLEEP)
 end
 
@@ -108,38 +150,40 @@ local function step(self, task, ...)
   local r = pack(co_resume(task.co, ...))
   if co_status(task.co) == "dead" then
     self.results[task.index] = r
+    self.tasks[task.co] = nil
     self.alive = self.alive - 1
     return
   end
   local what = r[2]
-  if what ~= WAIT_HTTP and what ~= SLEEP then
+  if what ~= WAIT_HTTP and what ~= SLEEP and what ~= WAIT_SEM then
     -- a bare coroutine.yield() from user code: run it again later
-    self.ready[#self.ready + 1] = { task = task, args = { n = 0 } }
+    self.ready[#self.ready + 1] = { task = task, args = NO_ARGS }
   end
 end
 
-local function task_of(self, co)
-  return self.tasks[co]
-end
-
-local function wake_sleepers(self, now)
-  local keep = {}
-  for _, s in ipairs(self.sleepers) do
-    if s.at <= now then
-      self.ready[#self.ready + 1] = { task = task_of(self, s.co), args = { n = 0 } }
-    else
-      keep[#keep + 1] = s
+-- wakes the timers that are due; a semaphore wait that timed out leaves
+-- its queue and returns false
+local function wake_timers(self, now)
+  local h = self.timers
+  while h[1] and h[1].at <= now do
+    local e = heap_pop(h)
+    local w = e.waiter
+    if not w then
+      ready(self, e.co)
+    elseif not w.done then
+      w.done = true
+      w.sem.nwaiting = w.sem.nwaiting - 1
+      ready(self, e.co, { n = 1, false })
     end
   end
-  self.sleepers = keep
 end
 
-local function next_wake(self)
-  local at
-  for _, s in ipairs(self.sleepers) do
-    if not at or s.at < at then at = s.at end
+local function fail_waiters(self, by_id, message)
+  for id, co in pairs(by_id) do
+    by_id[id] = nil
+    self.nwait = self.nwait - 1
+    ready(self, co, { n = 1, { err = message, code = "other" } })
   end
-  return at
 end
 
 local function poll_sessions(self, wait_s)
@@ -147,44 +191,32 @@ local function poll_sessions(self, wait_s)
   for session, by_id in pairs(self.http) do
     if next(by_id) ~= nil then sessions[#sessions + 1] = session end
   end
-  local per = #sessions > 1 and math.min(wait_s, 0.01) or wait_s
+  local per = #sessions > 1 and min(wait_s, 0.01) or wait_s
   for _, session in ipairs(sessions) do
     local by_id = self.http[session]
-    local ok, done = pcall(session.poll, session, math.floor(per * 1000))
+    local ok, done = pcall(session.poll, session, floor(per * 1000))
     if not ok or type(done) ~= "table" then
       -- the session failed or was closed: fail every waiter on it
-      for id, co in pairs(by_id) do
-        by_id[id] = nil
-        self.nwait = self.nwait - 1
-        self.ready[#self.ready + 1] = { task = task_of(self, co),
-          args = { n = 1, { err = "poll failed: " .. tostring(done), code = "other" } } }
-      end
+      fail_waiters(self, by_id, "poll failed: " .. tostring(done))
     else
       for _, e in ipairs(done) do
         local co = by_id[e.id]
         if co then
           by_id[e.id] = nil
           self.nwait = self.nwait - 1
-          self.ready[#self.ready + 1] = { task = task_of(self, co), args = { n = 1, e } }
+          ready(self, co, { n = 1, e })
         end
       end
       if #done == 0 and next(by_id) ~= nil then
         local pok, pending = pcall(session.pending, session)
-        if pok and pending == 0 then
-          for id, co in pairs(by_id) do
-            by_id[id] = nil
-            self.nwait = self.nwait - 1
-            self.ready[#self.ready + 1] = { task = task_of(self, co),
-              args = { n = 1, { err = "transfer lost by the session", code = "other" } } }
-          end
-        end
+        if pok and pending == 0 then fail_waiters(self, by_id, "transfer lost by the session") end
       end
     end
   end
 end
 
 local function run_plain(fns, n)
-  local self = setmetatable({ http = setmetatable({}, { __mode = "k" }), sleepers = {}, ready = {},
+  local self = setmetatable({ http = setmetatable({}, { __mode = "k" }), timers = {}, ready = {},
     results = {}, tasks = {}, alive = n, nwait = 0 }, Sched)
   for i = 1, n do
     local f = fns[i]
@@ -192,42 +224,32 @@ local function run_plain(fns, n)
     owners[co] = self
     local task = { co = co, index = i }
     self.tasks[co] = task
-    self.ready[#self.ready + 1] = { task = task, args = { n = 0 } }
+    self.ready[i] = { task = task, args = NO_ARGS }
   end
   while self.alive > 0 do
     while #self.ready > 0 do
       local list = self.ready
       self.ready = {}
-      for _, item in ipairs(list) do
+      for i = 1, #list do
+        local item = list[i]
         step(self, item.task, unpack(item.args, 1, item.args.n))
       end
     end
     if self.alive == 0 then break end
-    local now = clock()
-    local at = next_wake(self)
-    local wait = at and math.max(0, at - now) or 1
+    local first = self.timers[1]
+    local wait = first and max(0, first.at - monotonic()) or 1
     if self.nwait > 0 then
-      poll_sessions(self, math.min(wait, 1))
-    elseif at then
+      poll_sessions(self, min(wait, 1))
+    elseif first then
       block_sleep(wait)
     else
-      -- every live task yielded to nothing we know: should not happen
+      -- every live task waits on something no task can give (a semaphore
+      -- nobody releases): a deadlock
       error("xs2a.parallel: tasks are blocked on nothing", 0)
     end
-    wake_sleepers(self, clock())
+    if self.timers[1] then wake_timers(self, monotonic()) end
   end
   return self.results
-end
-
-local function in_ngx_thread_phase()
-  local ngx = rawget(_G, "ngx")
-  if not (ngx and ngx.thread and ngx.get_phase) then return nil end
-  local phase = ngx.get_phase()
-  if phase == "rewrite" or phase == "access" or phase == "content" or phase == "timer"
-      or phase == "ssl_cert" or phase == "ssl_session_fetch" then
-    return ngx
-  end
-  return nil
 end
 
 local function run_ngx(ngx, fns, n)
@@ -255,14 +277,118 @@ function _M.run(...)
   for i = 1, n do
     if type(fns[i]) ~= "function" then error("xs2a.parallel: argument " .. i .. " is not a function", 2) end
   end
-  local ngx = in_ngx_thread_phase()
-  if ngx then return run_ngx(ngx, fns, n) end
+  local ngx = ngx_yieldable()
+  if ngx and ngx.thread then return run_ngx(ngx, fns, n) end
   return run_plain(fns, n)
 end
 
 --- Like `run`, with a list of functions.
 function _M.all(list)
   return _M.run(unpack(list, 1, #list))
+end
+
+------------------------------------------------------------------------------
+-- Semaphores
+
+local Sem = {}
+Sem.__index = Sem
+Sem.__name = "xs2a.Semaphore"
+
+--- A counting semaphore with `n` permits for the tasks of this process
+-- (inside nginx: of this worker, through `ngx.semaphore`).
+-- `sem:acquire(timeout_s)` takes a permit, waiting at most `timeout_s`
+-- seconds (default: forever): a task of an `xs2a.parallel` scheduler or an
+-- nginx request yields while it waits, and the first waiter (FIFO) is woken
+-- by the next `sem:release()`. Plain blocking code cannot be woken by
+-- anyone else, so it only takes a free permit or waits out its timeout.
+-- @return true, or false and "timeout"
+function _M.semaphore(n)
+  n = floor(tonumber(n) or 0)
+  if n < 1 then error("xs2a.parallel.semaphore: needs at least one permit", 2) end
+  local self = setmetatable({ count = n, size = n, queue = {}, head = 1, tail = 0, nwaiting = 0 }, Sem)
+  return self
+end
+
+-- Inside an nginx worker (past init) a semaphore is an ngx.semaphore of
+-- that worker, made on first use; elsewhere it is the queue above.
+local function ngx_sem(self)
+  local s = self.ngx_sem
+  if s == nil then
+    s = false
+    local ngx = rawget(_G, "ngx")
+    if ngx and ngx.get_phase and ngx.get_phase() ~= "init" then
+      local ok, mod = pcall(require, "ngx.semaphore")
+      if ok then s = mod.new(self.count) end
+    end
+    self.ngx_sem = s
+  end
+  return s or nil
+end
+
+function Sem:acquire(timeout)
+  timeout = tonumber(timeout)
+  local ns = ngx_sem(self)
+  if ns then
+    -- a phase that cannot yield cannot wait: it takes a free permit or none
+    local ok = ns:wait(ngx_yieldable() and (timeout or 86400) or 0)
+    if ok then return true end
+    return false, "timeout"
+  end
+  local sched = _M.current()
+  if self.count > 0 and self.nwaiting == 0 then
+    self.count = self.count - 1
+    return true
+  end
+  if not sched then
+    -- nobody else runs while this thread blocks: wait out the timeout in
+    -- case a permit comes back from elsewhere (another scheduler's task)
+    local deadline = monotonic() + (timeout or 0)
+    local delay = 0.001
+    while self.count <= 0 do
+      local left = deadline - monotonic()
+      if left <= 0 then return false, "timeout" end
+      block_sleep(min(delay, left))
+      delay = min(delay * 2, 0.05)
+    end
+    self.count = self.count - 1
+    return true
+  end
+  local co = co_running()
+  local w = { co = co, sched = sched, sem = self, done = false }
+  self.tail = self.tail + 1
+  self.queue[self.tail] = w
+  self.nwaiting = self.nwaiting + 1
+  if timeout then heap_push(sched.timers, { at = monotonic() + timeout, co = co, waiter = w }) end
+  local got = co_yield(WAIT_SEM)
+  if got then return true end
+  return false, "timeout"
+end
+
+--- Returns a permit: the first task still waiting gets it and is woken.
+function Sem:release()
+  local ns = self.ngx_sem
+  if ns then return ns:post(1) end
+  local q = self.queue
+  while self.head <= self.tail do
+    local w = q[self.head]
+    q[self.head] = nil
+    self.head = self.head + 1
+    if not w.done then
+      w.done = true
+      self.nwaiting = self.nwaiting - 1
+      ready(w.sched, w.co, { n = 1, true })
+      return
+    end
+  end
+  self.head, self.tail = 1, 0
+  if self.count < self.size then self.count = self.count + 1 end
+end
+
+--- Permits free right now, and tasks waiting.
+function Sem:state()
+  local ns = self.ngx_sem
+  if ns then return ns:count(), 0 end
+  return self.count, self.nwaiting
 end
 
 return setmetatable(_M, { __call = function(_, ...) return _M.run(...) end })
