@@ -503,7 +503,15 @@ function phases.oauth_wait(self, input)
   if not q then return nil, err end
   local meta, merr = oauth.metadata(self.client, d.meta_url)
   if not meta then return nil, set_terminal(merr, false) end
-  local rec, xerr = oauth.exchange_code(self.client, meta, self.resource.token_key, q.code, d.verifier, d.redirect_uri)
+  -- mix-up defence (RFC 9207): a response from another issuer ends the flow
+  -- before its code goes anywhere
+  local iss_ok, iss_err = oauth.check_iss(meta, q.iss)
+  if not iss_ok then
+    self:_log("flow.issuer_mismatch", {})
+    return nil, set_terminal(iss_err, true)
+  end
+  local rec, xerr = oauth.exchange_code(self.client, meta, self.resource.token_key, q.code, d.verifier,
+    d.redirect_uri, d.meta_url)
   if not rec then
     -- an answer from the token endpoint (the code is single-use) ends the
     -- flow; a transport failure may be retried with the same callback
