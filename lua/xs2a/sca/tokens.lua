@@ -128,6 +128,7 @@ local function record_from(body, endpoint, old)
       and body.refresh_token or (old and old.refresh_token) or nil,
     token_type = "Bearer",
     expires_at = expires_in and (t + expires_in) or nil,
+    expires_in = expires_in,                 -- the lifetime the AS gave (caps the refresh margin)
     scope = type(body.scope) == "string" and body.scope or (old and old.scope) or nil,
     token_endpoint = endpoint,
     obtained_at = t,
@@ -160,7 +161,8 @@ end
 --- The refresh margin of a record for `client` (seconds).
 function _M.margin(client, rec)
   local m = type(client.oauth) == "table" and tonumber(client.oauth.refresh_margin) or _M.SKEW
-  local life = rec.expires_at and rec.obtained_at and (rec.expires_at - rec.obtained_at)
+  local life = tonumber(rec.expires_in)
+    or (rec.expires_at and rec.obtained_at and (rec.expires_at - rec.obtained_at))
   if life and life > 0 and m > life * _M.MARGIN_FRACTION then m = life * _M.MARGIN_FRACTION end
   return m
 end
