@@ -22,7 +22,7 @@ SRCS    := $(sort $(wildcard csrc/*.c))
 HDRS    := $(wildcard csrc/*.h)
 LUASRC  := $(shell find lua -name '*.lua' 2>/dev/null)
 
-.PHONY: all older lua54 luajit deps pki test test-fast lint sandbox sandbox-stop demo bench install clean valgrind fuzz test-c
+.PHONY: all older lua54 luajit deps docs rock pki test test-fast lint sandbox sandbox-stop demo bench install clean valgrind fuzz test-c
 
 all: lua54 luajit
 
@@ -45,6 +45,23 @@ older: $(foreach v,$(OLDER_LUAS),$(BUILD)/lua$(v)/xs2a/core.so)
 $(BUILD)/lua5.%/xs2a/core.so: $(SRCS) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) -fPIC $(shell $(PKG_CONFIG) --cflags lua5.$*) $(DEP_CFLAGS) $(LIBFLAG) -o $@ $(SRCS) $(DEP_LIBS)
+
+# The HTML API reference from the LDoc comments (config.ld) into
+# $(BUILD)/docs; fails on any LDoc warning (scripts/docs).
+docs:
+	@sh scripts/docs $(BUILD)/docs
+
+# LuaRocks' build step (the rockspec's `make` backend passes the variables):
+# xs2a.core from every csrc/*.c straight into $(BUILD)/rock, no object files.
+LUA_INCDIR     ?= /usr/include/lua$(LUA_VERSION)
+CURL_INCDIR    ?= /usr/include
+CURL_LIBDIR    ?= /usr/lib
+OPENSSL_INCDIR ?= /usr/include
+OPENSSL_LIBDIR ?= /usr/lib
+rock: $(SRCS) $(HDRS)
+	@mkdir -p $(BUILD)/rock/xs2a
+	$(CC) $(CFLAGS) -fPIC -I$(LUA_INCDIR) -I$(CURL_INCDIR) -I$(OPENSSL_INCDIR) $(LIBFLAG) \
+	  -o $(BUILD)/rock/xs2a/core.so $(SRCS) -L$(CURL_LIBDIR) -L$(OPENSSL_LIBDIR) -lcurl -lssl -lcrypto
 
 # Installs what is missing from Debian's archive (needs root).
 deps:
@@ -110,6 +127,7 @@ install: lua54
 	install -d $(DESTDIR)$(INST_LIBDIR)/xs2a $(DESTDIR)$(INST_LUADIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/lua5.4/xs2a/core.so $(DESTDIR)$(INST_LIBDIR)/xs2a/core.so
 	cd lua && find xs2a -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(INST_LUADIR)/{} \;
+	install -D -m 0644 examples/psu_browser.lua $(DESTDIR)$(INST_LUADIR)/xs2a/sandbox/psu.lua
 	install -m 0755 bin/xs2a $(DESTDIR)$(PREFIX)/bin/xs2a
 
 clean:

@@ -30,10 +30,6 @@ struct x509_st *xs2a_identity_cert(xs2a_identity *id);
 struct evp_pkey_st *xs2a_identity_key(xs2a_identity *id);
 struct stack_st_X509;
 struct stack_st_X509 *xs2a_identity_chain(xs2a_identity *id);   /* extra certificates, may be NULL */
-/* PEM (certificate, extra certificates) and private key as PEM, in buffers
- * that the caller frees with OPENSSL_clear_free(buf, len). 0 on failure. */
-int xs2a_identity_pem(xs2a_identity *id, char **cert, size_t *cert_len,
-                      char **key, size_t *key_len);
 
 /* Shared between identity.c and crypto.c (not for other parts). */
 struct evp_md_st;
@@ -58,6 +54,18 @@ void xs2a_pushcertinfo(lua_State *L, struct x509_st *cert);
 int xs2a_identity_sign_raw(xs2a_identity *id, const xs2a_sigopts *o,
                            const unsigned char *data, size_t len,
                            unsigned char *sig, size_t *siglen);
+/* pkcs11.c: keys in a PKCS#11 token (the only user of the ENGINE API) */
+typedef struct xs2a_p11 xs2a_p11;
+int xs2a_p11_is_uri(const char *s, size_t len);            /* starts with "pkcs11:" */
+int xs2a_p11_open(lua_State *L, xs2a_identity *owner, const char *module, const char *key_uri,
+                  const char *cert_uri, int pin_fn, const char *pin, size_t pin_len,
+                  const char *pin_env, xs2a_p11 **out, struct evp_pkey_st **key, struct x509_st **cert);
+int xs2a_p11_reopen(lua_State *L, xs2a_p11 *p, int pin_fn, struct evp_pkey_st **key);
+void xs2a_p11_free(xs2a_p11 *p);
+int xs2a_p11_other_process(const xs2a_p11 *p);             /* opened before a fork */
+const char *xs2a_p11_token(const xs2a_p11 *p);             /* token label or NULL */
+/* identity.c: frees the identity's key and its signing contexts (key = NULL) */
+void xs2a_identity_drop_key(xs2a_identity *id);
 /* byte size of one ECDSA half (r or s) for an EC key, 0 if not EC */
 size_t xs2a_ec_halfsize(const struct evp_pkey_st *key);
 

@@ -509,7 +509,8 @@ static int core_cert_verify(lua_State *L) {
     why = "no trust anchor configured";
   } else if (!push_certs(L, 6, anchors)) {
     why = "a trust anchor is not a certificate";
-  } else if (!lua_isnil(L, 7) && !push_certs(L, 7, untrusted)) {
+  } else if (!lua_isnil(L, 7) && !(lua_istable(L, 7) && lua_rawlen(L, 7) == 0) &&
+             !push_certs(L, 7, untrusted)) {
     why = "an intermediate certificate is not a certificate";
   } else if ((why = chain_verdict(cert, anchors, untrusted, at, buf, sizeof buf)) != NULL) {
     /* why set */

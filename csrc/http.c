@@ -19,7 +19,8 @@
  *   transfers in flight; any other use after close raises.
  *
  * req = { method = "GET", url = "https://...", headers = { Name = "value" },
- *         body = string|nil, timeout = ms|nil, max_body = bytes|nil }
+ *         body = string|nil, timeout = ms|nil, max_body = bytes|nil,
+ *         header_list = bool, timings = bool }
  *   Wrong types raise. A request that must not be sent (method or header
  *   name not a token, header value with CR, LF or NUL, url not https:// or
  *   with spaces or control characters) gives nil, message, "bad_request".
@@ -27,7 +28,9 @@
  * res = { status, headers = { lowercase = "v1, v2" }, header_list = { {Name, v}, ... },
  *         body, reused, http_version = "1.1"|"2", time = { dns, connect, tls, ttfb, total } }
  *   (seconds from the start of the transfer). Headers are those of the
- *   final response only (never of a 1xx).
+ *   final response only (never of a 1xx). header_list and time are built
+ *   only when the request asks (header_list = true, timings = true): the
+ *   client needs neither, and they cost a table per header.
  *
  * Codes: see error_code(). A timeout before the connection (TCP and TLS)
  * was up is "connect" (nothing was sent); a TLS 1.3 client-certificate
@@ -78,6 +81,7 @@ typedef struct xfer {
   int state;
   CURLcode result;
   int too_large, oom;         /* too_large: 1 = the body, 2 = the header lines */
+  int want_list, want_time;    /* req.header_list, req.timings: build those fields */
   size_t max_body;
   long timeout;                /* ms, for the safety deadline */
   double started;              /* monotonic seconds */
@@ -309,7 +313,7 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
   const char *method, *url, *body = NULL;
   long timeout = s->timeout;
   size_t max_body = s->max_body;
-  int has_ctype = 0, has_expect = 0, idempotent;
+  int has_ctype = 0, has_expect = 0, idempotent, want_list, want_time;
   xfer *x;
   CURL *e;
 
@@ -317,6 +321,12 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
   /* safe to repeat? (read before the stack below grows; nil = by method) */
   lua_getfield(L, idx, "idempotent");
   idempotent = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "header_list");
+  want_list = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "timings");
+  want_time = lua_toboolean(L, -1);
   lua_pop(L, 1);
   lua_getfield(L, idx, "method");
   if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_pushliteral(L, "GET"); }
@@ -366,6 +376,8 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
   s->xfers = x;
   x->max_body = max_body;
   x->timeout = timeout;
+  x->want_list = want_list;
+  x->want_time = want_time;
 
   /* headers; a failure here leaves x NEW for sweep() */
   if (lua_istable(L, -1)) {
@@ -660,15 +672,16 @@ static void trim(const char **p, size_t *n) {
  * the table res is on top. Works in place on the buffer, which is ours. */
 static void push_headers(lua_State *L, xfer *x) {
   char *p = x->head.p, *end = NULL;
-  int first = 1, n = 0;
+  int first = 1, n = 0, list = x->want_list;
   if (p != NULL) end = p + unfold(p, x->head.len);   /* no arithmetic on NULL */
-  lua_newtable(L);                                      /* res, headers */
-  lua_newtable(L);                                      /* res, headers, list */
+  lua_createtable(L, 0, 8);                             /* res, headers */
+  if (list) lua_newtable(L);                            /* res, headers, list */
   while (p != NULL && p < end) {
     char *line = p, *colon;
     char *eol = (char *)memchr(p, '\n', (size_t)(end - p));
     size_t len = (size_t)(eol - p), nlen, vlen, k;
     const char *v;
+    int hidx = list ? -3 : -2;                          /* headers, below lname and its copy */
     p = eol + 1;
     if (first) { first = 0; continue; }                 /* the status line */
     colon = (char *)memchr(line, ':', len);
@@ -677,17 +690,19 @@ static void push_headers(lua_State *L, xfer *x) {
     v = colon + 1;
     vlen = len - nlen - 1;
     trim(&v, &vlen);
-    lua_createtable(L, 2, 0);                           /* res, headers, list, pair */
-    lua_pushlstring(L, line, nlen);
-    lua_rawseti(L, -2, 1);
-    lua_pushlstring(L, v, vlen);
-    lua_rawseti(L, -2, 2);
-    lua_rawseti(L, -2, ++n);                            /* res, headers, list */
+    if (list) {
+      lua_createtable(L, 2, 0);                         /* res, headers, list, pair */
+      lua_pushlstring(L, line, nlen);
+      lua_rawseti(L, -2, 1);
+      lua_pushlstring(L, v, vlen);
+      lua_rawseti(L, -2, 2);
+      lua_rawseti(L, -2, ++n);                          /* res, headers, list */
+    }
     for (k = 0; k < nlen; k++)
       if (line[k] >= 'A' && line[k] <= 'Z') line[k] = (char)(line[k] + 32);
-    lua_pushlstring(L, line, nlen);                     /* res, headers, list, lname */
+    lua_pushlstring(L, line, nlen);                     /* ..., lname */
     lua_pushvalue(L, -1);
-    lua_rawget(L, -4);                                  /* ..., lname, old */
+    lua_rawget(L, hidx - 1);                            /* ..., lname, old */
     if (lua_isnil(L, -1)) {
       lua_pop(L, 1);
       lua_pushlstring(L, v, vlen);
@@ -696,9 +711,9 @@ static void push_headers(lua_State *L, xfer *x) {
       lua_pushlstring(L, v, vlen);
       lua_concat(L, 3);                                 /* ..., lname, joined */
     }
-    lua_rawset(L, -4);                                  /* res, headers, list */
+    lua_rawset(L, hidx - 1);                            /* res, headers[, list] */
   }
-  lua_setfield(L, -3, "header_list");                   /* res, headers */
+  if (list) lua_setfield(L, -3, "header_list");         /* res, headers */
   lua_setfield(L, -2, "headers");                       /* res */
 }
 
@@ -731,13 +746,15 @@ static int push_result(lua_State *L, xfer *x) {
   lua_setfield(L, -2, "reused");
   lua_pushstring(L, http_version_name(version));
   lua_setfield(L, -2, "http_version");
-  lua_createtable(L, 0, 5);                             /* res, time */
-  set_time(L, x->easy, CURLINFO_NAMELOOKUP_TIME_T, "dns");
-  set_time(L, x->easy, CURLINFO_CONNECT_TIME_T, "connect");
-  set_time(L, x->easy, CURLINFO_APPCONNECT_TIME_T, "tls");
-  set_time(L, x->easy, CURLINFO_STARTTRANSFER_TIME_T, "ttfb");
-  set_time(L, x->easy, CURLINFO_TOTAL_TIME_T, "total");
-  lua_setfield(L, -2, "time");                          /* res */
+  if (x->want_time) {
+    lua_createtable(L, 0, 5);                           /* res, time */
+    set_time(L, x->easy, CURLINFO_NAMELOOKUP_TIME_T, "dns");
+    set_time(L, x->easy, CURLINFO_CONNECT_TIME_T, "connect");
+    set_time(L, x->easy, CURLINFO_APPCONNECT_TIME_T, "tls");
+    set_time(L, x->easy, CURLINFO_STARTTRANSFER_TIME_T, "ttfb");
+    set_time(L, x->easy, CURLINFO_TOTAL_TIME_T, "total");
+    lua_setfield(L, -2, "time");                        /* res */
+  }
   return 1;
 }
 

@@ -13,6 +13,7 @@
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include "core.h"
@@ -29,6 +30,7 @@ struct xs2a_identity {
   EVP_PKEY_CTX *sctx[SIGN_SLOTS];
   EVP_MD *md[3];           /* fetched digests for the slots (EVP_sha256() and
                               friends would be fetched again on every use) */
+  xs2a_p11 *p11;           /* owned; non-NULL: the key is in a PKCS#11 token */
 };
 
 #define INPUT_LIMIT (4 * 1024 * 1024)   /* no credential file is this big */
@@ -285,18 +287,25 @@ static int load_p12(lua_State *L, const input *in, passctx *pc, xs2a_identity *i
 /* ------------------------------------------------------------------ */
 /* The userdata                                                        */
 
-static void identity_free(xs2a_identity *id) {
+void xs2a_identity_drop_key(xs2a_identity *id) {
   int i;
-  for (i = 0; i < SIGN_SLOTS; i++) {
+  for (i = 0; i < SIGN_SLOTS; i++) {   /* the contexts hold the key */
     EVP_PKEY_CTX_free(id->sctx[i]);
     id->sctx[i] = NULL;
   }
+  EVP_PKEY_free(id->key);             /* clears key memory */
+  id->key = NULL;
+}
+
+static void identity_free(xs2a_identity *id) {
+  int i;
+  xs2a_identity_drop_key(id);
   for (i = 0; i < 3; i++) {
     EVP_MD_free(id->md[i]);
     id->md[i] = NULL;
   }
   if (id->cert != NULL) { X509_free(id->cert); id->cert = NULL; }
-  if (id->key != NULL) { EVP_PKEY_free(id->key); id->key = NULL; }  /* clears key memory */
+  if (id->p11 != NULL) { xs2a_p11_free(id->p11); id->p11 = NULL; }  /* after the key */
   if (id->chain != NULL) { sk_X509_pop_free(id->chain, X509_free); id->chain = NULL; }
 }
 
@@ -310,56 +319,6 @@ X509 *xs2a_identity_cert(xs2a_identity *id) { return id->cert; }
 EVP_PKEY *xs2a_identity_key(xs2a_identity *id) { return id->key; }
 STACK_OF(X509) *xs2a_identity_chain(xs2a_identity *id) { return id->chain; }
 
-static int bio_take(BIO *b, char **out, size_t *out_len) {
-  char *p;
-  long n = BIO_get_mem_data(b, &p);
-  if (n <= 0) return 0;
-  *out = OPENSSL_malloc((size_t)n + 1);
-  if (*out == NULL) return 0;
-  memcpy(*out, p, (size_t)n);
-  (*out)[n] = '\0';
-  *out_len = (size_t)n;
-  return 1;
-}
-
-static int certs_pem(xs2a_identity *id, char **cert, size_t *cert_len) {
-  BIO *b = BIO_new(BIO_s_mem());
-  int ok, i;
-  if (b == NULL) return 0;
-  ok = PEM_write_bio_X509(b, id->cert);
-  for (i = 0; ok && id->chain != NULL && i < sk_X509_num(id->chain); i++)
-    ok = PEM_write_bio_X509(b, sk_X509_value(id->chain, i));
-  ok = ok && bio_take(b, cert, cert_len);
-  BIO_free(b);
-  return ok;
-}
-
-static int key_pem(xs2a_identity *id, char **key, size_t *key_len) {
-  BIO *b = BIO_new(BIO_s_secmem());
-  int ok;
-  if (b == NULL) return 0;
-  ok = PEM_write_bio_PrivateKey(b, id->key, NULL, NULL, 0, NULL, NULL);
-  ok = ok && bio_take(b, key, key_len);
-  BIO_free(b);   /* a memory BIO clears its buffer when freed */
-  return ok;
-}
-
-int xs2a_identity_pem(xs2a_identity *id, char **cert, size_t *cert_len,
-                      char **key, size_t *key_len) {
-  *cert = *key = NULL;
-  *cert_len = *key_len = 0;
-  if (id == NULL || id->cert == NULL) return 0;
-  if (!certs_pem(id, cert, cert_len) || !key_pem(id, key, key_len)) {
-    if (*cert != NULL) OPENSSL_clear_free(*cert, *cert_len);
-    if (*key != NULL) OPENSSL_clear_free(*key, *key_len);
-    *cert = *key = NULL;
-    *cert_len = *key_len = 0;
-    ERR_clear_error();
-    return 0;
-  }
-  return 1;
-}
-
 static const char *opt_string(lua_State *L, int t, const char *name, size_t *len) {
   const char *s = NULL;
   lua_getfield(L, t, name);
@@ -372,31 +331,105 @@ static const char *opt_string(lua_State *L, int t, const char *name, size_t *len
   return s;
 }
 
-/* core.identity{cert=, key=, passphrase=} | {p12=, passphrase=} */
+/* The key-matches-certificate check for a key we cannot read: sign random
+ * bytes with it and verify with the certificate's public key. */
+static int roundtrip_ok(xs2a_identity *id) {
+  unsigned char data[32], sig[1024];
+  size_t siglen = sizeof sig;
+  xs2a_sigopts o;
+  EVP_MD_CTX *ctx = NULL;
+  int ok = 0;
+  o.md = EVP_sha256();
+  o.pss = 0;
+  o.ec_raw = 0;
+  if (RAND_bytes(data, sizeof data) == 1 && EVP_PKEY_get_size(id->key) <= (int)sizeof sig &&
+      xs2a_identity_sign_raw(id, &o, data, sizeof data, sig, &siglen) &&
+      (ctx = EVP_MD_CTX_new()) != NULL &&
+      EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, X509_get0_pubkey(id->cert)) == 1 &&
+      EVP_DigestVerify(ctx, sig, siglen, data, sizeof data) == 1)
+    ok = 1;
+  EVP_MD_CTX_free(ctx);
+  ERR_clear_error();
+  return ok;
+}
+
+/* identity from a PKCS#11 token: key (and maybe cert) are pkcs11: URIs. The
+ * identity is on top of the stack; pin_fn is the stack index of a PIN
+ * callback or 0. 0 ok, else nil, err, code pushed and 3 returned. */
+static int open_hsm(lua_State *L, xs2a_identity *id, const char *cert_s, size_t cert_len,
+                    const char *key_s, const char *module_s, int pin_fn, const char *pin_s,
+                    size_t pin_len, const char *pinenv_s) {
+  int from_token = xs2a_p11_is_uri(cert_s, cert_len), n;
+  X509 *tcert = NULL;
+  input in;
+  if (!from_token) {
+    if ((n = input_get(L, cert_s, cert_len, "certificate", &in)) != 0) return n;
+    n = load_certs(&in, &id->cert, &id->chain);
+    input_free(&in);
+    if (!n) return xs2a_pusherror(L, "identity", "certificate is not a valid PEM or DER certificate", "parse");
+  }
+  if ((n = xs2a_p11_open(L, id, module_s, key_s, from_token ? cert_s : NULL, pin_fn, pin_s, pin_len,
+                         pinenv_s, &id->p11, &id->key, &tcert)) != 0)
+    return n;
+  if (from_token) id->cert = tcert;
+  if (pin_fn != 0) {                 /* kept to log in again if the session is lost */
+    lua_pushvalue(L, pin_fn);
+    xs2a_setuservalue(L, -2, 1);
+  }
+  if ((n = check_key_type(L, id->key)) != 0) return n;
+  if (!roundtrip_ok(id))
+    return xs2a_pusherror(L, "identity", "the token's key does not match the certificate "
+                          "(a test signature did not verify)", "mismatch");
+  return 0;
+}
+
+/* core.identity{cert=, key=, passphrase=} | {p12=, passphrase=}
+ * | {cert=, key="pkcs11:...", pin= | pin_env=, module=} */
 static int identity_new(lua_State *L) {
-  size_t cert_len = 0, key_len = 0, p12_len = 0, pass_len = 0;
-  const char *cert_s, *key_s, *p12_s, *pass_s;
+  size_t cert_len = 0, key_len = 0, p12_len = 0, pass_len = 0, pin_len = 0, mod_len = 0, env_len = 0;
+  const char *cert_s, *key_s, *p12_s, *pass_s, *pin_s = NULL, *module_s, *pinenv_s;
   xs2a_identity *id;
   passctx pc;
   input in;
-  int n;
+  int n, hsm, pin_fn = 0;
   luaL_checktype(L, 1, LUA_TTABLE);
   cert_s = opt_string(L, 1, "cert", &cert_len);
   key_s = opt_string(L, 1, "key", &key_len);
   p12_s = opt_string(L, 1, "p12", &p12_len);
   pass_s = opt_string(L, 1, "passphrase", &pass_len);
+  module_s = opt_string(L, 1, "module", &mod_len);
+  pinenv_s = opt_string(L, 1, "pin_env", &env_len);
+  lua_getfield(L, 1, "pin");                     /* stays at index 2 */
+  if (lua_type(L, 2) == LUA_TFUNCTION) pin_fn = 2;
+  else if (lua_type(L, 2) == LUA_TSTRING) pin_s = lua_tolstring(L, 2, &pin_len);
+  else if (!lua_isnil(L, 2)) return luaL_error(L, "identity: option 'pin' must be a string or a function");
   if (p12_s == NULL && cert_s == NULL)
     return luaL_error(L, "identity: give either cert (and key) or p12");
   if (p12_s != NULL && (cert_s != NULL || key_s != NULL))
     return luaL_error(L, "identity: give either p12 or cert/key, not both");
+  hsm = key_s != NULL && xs2a_p11_is_uri(key_s, key_len);
+  if (!hsm && (pin_fn != 0 || pin_s != NULL || pinenv_s != NULL || module_s != NULL))
+    return luaL_error(L, "identity: options pin, pin_env and module are for a key in a token (key = \"pkcs11:...\")");
+  if (!hsm && cert_s != NULL && xs2a_p11_is_uri(cert_s, cert_len))
+    return luaL_error(L, "identity: a certificate from a token needs key = \"pkcs11:...\" as well");
+  if (hsm && ((pin_fn != 0) + (pin_s != NULL) + (pinenv_s != NULL)) > 1)
+    return luaL_error(L, "identity: give one of pin and pin_env");
   pc.pass = pass_s;
   pc.len = pass_len;
   pc.asked = 0;
 
-  id = (xs2a_identity *)lua_newuserdatauv(L, sizeof *id, 0);
+  id = (xs2a_identity *)lua_newuserdatauv(L, sizeof *id, 1);
   memset(id, 0, sizeof *id);          /* closed: safe to collect from here on */
   luaL_setmetatable(L, XS2A_IDENTITY);
 
+  if (hsm) {
+    if ((n = open_hsm(L, id, cert_s, cert_len, key_s, module_s, pin_fn, pin_s, pin_len, pinenv_s)) != 0) {
+      identity_free(id);
+      return n;
+    }
+    ERR_clear_error();
+    return 1;
+  }
   if (p12_s != NULL) {
     if ((n = input_get(L, p12_s, p12_len, "PKCS#12", &in)) != 0) return n;
     if (in.pem) {
@@ -724,6 +757,14 @@ static int identity_info(lua_State *L) {
   xs2a_identity *id = xs2a_checkidentity(L, 1);
   xs2a_pushcertinfo(L, id->cert);
   push_key_facts(L, id->key);
+  if (id->p11 != NULL) {
+    lua_pushliteral(L, "pkcs11");
+    lua_setfield(L, -2, "key_store");
+    if (xs2a_p11_token(id->p11) != NULL) {
+      lua_pushstring(L, xs2a_p11_token(id->p11));
+      lua_setfield(L, -2, "token");
+    }
+  }
   return 1;
 }
 
@@ -821,21 +862,63 @@ int xs2a_identity_sign_raw(xs2a_identity *id, const xs2a_sigopts *o,
 
 #define SIG_MAX 1024       /* RSA up to 8192 bits; ECDSA DER is far smaller */
 
+/* For a token key: refuses use in a process other than the one that opened
+ * the session (after fork). 0 ok, else nil, err, code pushed -> 3. */
+static int check_process(lua_State *L, xs2a_identity *id, const char *op) {
+  if (!xs2a_p11_other_process(id->p11)) return 0;
+  return xs2a_pusherror(L, op, "this HSM identity was opened in another process; a PKCS#11 session "
+                        "does not cross fork(): open it in each process (in nginx: init_worker_by_lua)",
+                        "config");
+}
+
+/* After a failed token signature: open the key again, once. 0 ok; else
+ * pushes nil, err, "io" and returns 3. */
+static int reopen_key(lua_State *L, xs2a_identity *id) {
+  int pin_fn = 0, n;
+  ERR_clear_error();
+  xs2a_identity_drop_key(id);
+  if (xs2a_getuservalue(L, 1, 1) == LUA_TFUNCTION) pin_fn = lua_gettop(L);
+  n = xs2a_p11_reopen(L, id->p11, pin_fn, &id->key);
+  if (n != 0) {
+    const char *why = lua_tostring(L, -2);
+    lua_pushfstring(L, "identity.sign: the PKCS#11 token or session was lost and opening it again failed (%s)",
+                    why != NULL ? why : "?");
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    lua_pushliteral(L, "io");
+    return 3;
+  }
+  lua_pop(L, 1);                     /* the user value */
+  return 0;
+}
+
+
 /* identity:sign(data, {hash=, padding=, ec_format=}) -> signature bytes | nil, err */
 static int identity_sign(lua_State *L) {
   xs2a_identity *id = xs2a_checkidentity(L, 1);
   size_t len, siglen = SIG_MAX;
   const char *data = luaL_checklstring(L, 2, &len);
-  int is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
+  int is_ec, n;
   xs2a_sigopts o;
   unsigned char sig[SIG_MAX];
   xs2a_checksigopts(L, 3, &o);
+  if ((n = check_process(L, id, "identity.sign")) != 0) return n;
+  if (id->key == NULL && (n = reopen_key(L, id)) != 0) return n;   /* lost before */
+  is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
   if (o.pss && is_ec) return luaL_argerror(L, 3, "padding 'pss' needs an RSA key");
   ERR_clear_error();
   if (EVP_PKEY_get_size(id->key) > SIG_MAX)
     return xs2a_pusherror(L, "identity.sign", "key too large", "unsupported");
-  if (!xs2a_identity_sign_raw(id, &o, (const unsigned char *)data, len, sig, &siglen))
-    return xs2a_pushsslerror(L, "identity.sign");
+  if (!xs2a_identity_sign_raw(id, &o, (const unsigned char *)data, len, sig, &siglen)) {
+    if (id->p11 == NULL) return xs2a_pushsslerror(L, "identity.sign");
+    if ((n = reopen_key(L, id)) != 0) return n;       /* the token: re-open once */
+    siglen = SIG_MAX;
+    if (!xs2a_identity_sign_raw(id, &o, (const unsigned char *)data, len, sig, &siglen)) {
+      ERR_clear_error();
+      return xs2a_pusherror(L, "identity.sign", "the PKCS#11 token failed to sign, also after opening "
+                            "the session again", "io");
+    }
+  }
   if (is_ec && o.ec_raw) {
     size_t half = xs2a_ec_halfsize(id->key);
     unsigned char raw[2 * 66];
@@ -855,20 +938,12 @@ static int identity_sign(lua_State *L) {
  * bytes; the caller owns one reference and must release it exactly once. */
 static int identity_pkey_handle(lua_State *L) {
   xs2a_identity *id = xs2a_checkidentity(L, 1);
+  int n;
+  if ((n = check_process(L, id, "identity._pkey_handle")) != 0) return n;
+  if (id->key == NULL)
+    return xs2a_pusherror(L, "identity._pkey_handle", "the PKCS#11 session was lost", "io");
   if (EVP_PKEY_up_ref(id->key) != 1) return xs2a_pushsslerror(L, "identity._pkey_handle");
   lua_pushlightuserdata(L, id->key);
-  return 1;
-}
-
-/* The private key as unencrypted PEM. Kept only until the ngx transport uses
- * _pkey_handle (issue 8 hole 5c); then it goes. */
-static int identity_export_key_pem(lua_State *L) {
-  xs2a_identity *id = xs2a_checkidentity(L, 1);
-  char *key = NULL;
-  size_t len = 0;
-  if (!key_pem(id, &key, &len)) return xs2a_pushsslerror(L, "identity.export_key_pem");
-  lua_pushlstring(L, key, len);
-  OPENSSL_clear_free(key, len);
   return 1;
 }
 
@@ -887,10 +962,10 @@ static int identity__tostring(lua_State *L) {
     lua_pushfstring(L, "CN=%s", lua_tostring(L, -1));
     lua_remove(L, -2);
   }
-  kid = EVP_PKEY_base_id(id->key);
-  lua_pushfstring(L, "xs2a.Identity (%s, %s %d)", lua_tostring(L, -1),
+  kid = id->key != NULL ? EVP_PKEY_base_id(id->key) : NID_undef;
+  lua_pushfstring(L, "xs2a.Identity (%s, %s %d%s)", lua_tostring(L, -1),
                   kid == EVP_PKEY_RSA ? "RSA" : kid == EVP_PKEY_EC ? "EC" : "?",
-                  EVP_PKEY_bits(id->key));
+                  id->key != NULL ? EVP_PKEY_bits(id->key) : 0, id->p11 != NULL ? ", pkcs11" : "");
   return 1;
 }
 
@@ -913,7 +988,6 @@ static const luaL_Reg identity_methods[] = {
   {"chain_der", identity_chain_der},
   {"sign", identity_sign},
   {"_pkey_handle", identity_pkey_handle},
-  {"export_key_pem", identity_export_key_pem},
   {"close", identity_close},
   {NULL, NULL}
 };

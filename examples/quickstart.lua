@@ -76,7 +76,7 @@ local function sandbox_accounts()
   local res, err = t:request{ method = "GET", url = BASE_URL .. "/_sandbox/accounts",
     headers = { Accept = "application/json" } }
   check(res, err and err.message, "GET /_sandbox/accounts")
-  return check(require("xs2a.codec.json").decode(res.body), "bad JSON", "decode /_sandbox/accounts")
+  return check(require("xs2a").json.decode(res.body), "bad JSON", "decode /_sandbox/accounts")
 end
 
 -- plays the PSU through one SCA redirect step and returns the flow's next step
@@ -190,9 +190,9 @@ local function run(v)
   }, PSU))
   say("  %s %s %s to Bob (%s): payment created, status %s", v.product, amount, main.currency,
     masked(bob.iban), tostring(payment.data and payment.data.transactionStatus))
-  local done = authorise_in_browser(payment:authorise(), "alice", "alice-pass", "payment")
-  local final = check(payment:current_status())
-  say("  final transaction status: %s (%s)", final, done.status)
+  authorise_in_browser(payment:authorise(), "alice", "alice-pass", "payment")
+  local final = check(payment:status())
+  say("  final transaction status: %s: %s", final, xs2a.status.payment(final))
 
   section("5. ledger change")
   local after, ccy = find_balance(check(consent:balances(main.resourceId, PSU)), "interimAvailable")

@@ -22,30 +22,28 @@ end
 describe("lua-xs2a-scm-1.rockspec", function()
   local spec = load_rockspec()
 
-  it("builds with the builtin backend and needs curl and OpenSSL", function()
-    assert.are.equal("builtin", spec.build.type)
+  it("builds with the Makefile's rock target and needs curl and OpenSSL", function()
+    assert.are.equal("make", spec.build.type)
+    assert.are.equal("rock", spec.build.build_target)
+    assert.is_false(spec.build.install_pass)
+    assert.are.equal("build/rock/xs2a/core.so", spec.build.install.lib["xs2a.core"])
     assert.is_table(spec.external_dependencies.CURL)
     assert.is_table(spec.external_dependencies.OPENSSL)
   end)
 
   it("compiles every file in csrc/ into xs2a.core", function()
-    local listed = {}
-    for _, s in ipairs(spec.build.modules["xs2a.core"].sources) do listed[s] = true end
+    local cmd = table.concat(lines("make -n -B rock BUILD=/tmp/xs2a-rock-dry"), "\n")
     local files = lines("ls csrc/*.c")
     assert.is_true(#files > 0)
     for _, f in ipairs(files) do
-      assert.is_true(listed[f] ~= nil, f .. " is missing from the rockspec")
+      assert.is_truthy(cmd:find(" " .. f .. " ", 1, true), f .. " is not compiled by make rock")
     end
-    for s in pairs(listed) do
-      assert.is_true(io.open(s) ~= nil, s .. " is listed but does not exist")
-    end
+    assert.is_nil(cmd:find("%.o[%s$]"), "make rock writes object files")
   end)
 
   it("installs every Lua file in lua/xs2a/ as a module", function()
     local by_file = {}
-    for name, file in pairs(spec.build.modules) do
-      if type(file) == "string" then by_file[file] = name end
-    end
+    for name, file in pairs(spec.build.install.lua) do by_file[file] = name end
     for _, f in ipairs(lines("find lua/xs2a -name '*.lua' | sort")) do
       local want = f:gsub("^lua/", ""):gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
       assert.are.equal(want, by_file[f], f .. " is missing from the rockspec")
@@ -53,6 +51,8 @@ describe("lua-xs2a-scm-1.rockspec", function()
     for file in pairs(by_file) do
       assert.is_true(io.open(file) ~= nil, file .. " is listed but does not exist")
     end
+    assert.are.equal("xs2a.sandbox.psu", by_file["examples/psu_browser.lua"])
+    assert.are.equal("bin/xs2a", spec.build.install.bin.xs2a)
   end)
 
   it("`luarocks make` installs offline into a tree where require 'xs2a' loads #slow", function()
@@ -74,5 +74,10 @@ describe("lua-xs2a-scm-1.rockspec", function()
       :format(tree, tree, tree, helper.pki("qwac.pem"), helper.pki("qwac.key"))
     local out = lines(probe .. " 2>&1")
     assert.matches("^" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5%.4/xs2a/core%.so PSDLT%-BOL%-TPP001$", out[1] or "")
+    -- the build left nothing in the checkout
+    assert.same({}, lines("ls csrc/*.o xs2a/core.so 2>/dev/null"))
+    -- the command and the scripted PSU came along
+    assert.is_true(io.open(tree .. "/bin/xs2a") ~= nil)
+    assert.is_true(io.open(tree .. "/share/lua/5.4/xs2a/sandbox/psu.lua") ~= nil)
   end)
 end)

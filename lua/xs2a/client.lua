@@ -271,11 +271,11 @@ function _M.new(opts)
   end
 
   local response_cert
-  if prof.verify_responses then
+  if prof.verify_responses ~= "off" then
     response_cert = read_file_or_data(opts.response_cert or opts.ca_file)
     if not response_cert then
       return config_error("profile " .. prof.name .. " verifies signed responses: give response_cert "
-        .. "(the bank's seal certificate or its CA) or ca_file, or set profile_overrides.verify_responses = false")
+        .. "(the bank's seal certificate or its CA) or ca_file, or set profile_overrides.verify_responses = \"off\"")
     end
   end
 
@@ -329,6 +329,7 @@ function _M.new(opts)
     transport = transport,
     signer = signer,
     response_cert = response_cert,
+    verify_mode = prof.verify_responses,   -- "if_present" | "required" | "off"
     retry = retry,
     _logger = opts.log,
   }, Client)
@@ -349,7 +350,7 @@ function _M.new(opts)
   return self
 end
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- what the pipeline and the resources use of the context
 
 --- Sleeps `s` seconds (yields inside `xs2a.parallel` and nginx).

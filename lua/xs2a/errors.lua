@@ -209,6 +209,11 @@ local function messages_from(body)
   end
   return msgs
 end
+--- The messages of an error body, whichever format the bank used:
+-- Berlin Group `tppMessages`, RFC 7807 (`additionalErrors`) or an OAuth error.
+-- @tparam table body the decoded body
+-- @treturn table list of `{ category, code, text, path }` (empty when none)
+-- @function messages_from
 _M.messages_from = messages_from
 
 --- Builds an error from an HTTP response with an error status.

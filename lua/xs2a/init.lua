@@ -21,6 +21,7 @@ local LAZY = {
   oauth = "xs2a.sca.oauth",
   flow = "xs2a.sca.flow",
   limiter = "xs2a.limiter",
+  status = "xs2a.status",
 }
 
 --- Creates a client (see `xs2a.client`).

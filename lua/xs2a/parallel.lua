@@ -28,8 +28,8 @@ local core = require "xs2a.core"
 
 local co_create, co_resume, co_yield, co_running, co_status =
   coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
-local select, type, pairs, ipairs, next, setmetatable, tostring, tonumber =
-  select, type, pairs, ipairs, next, setmetatable, tostring, tonumber
+local select, type, pairs, next, setmetatable, tostring, tonumber =
+  select, type, pairs, next, setmetatable, tostring, tonumber
 local unpack = table.unpack or unpack -- luacheck: ignore 143
 local floor, min, max = math.floor, math.min, math.max
 local monotonic, core_sleep = core.monotonic, core.sleep
@@ -40,7 +40,7 @@ local _M = {}
 local owners = setmetatable({}, { __mode = "k" })
 
 local WAIT_HTTP, SLEEP, WAIT_SEM = {}, {}, {}
-local NO_ARGS = { n = 0 }
+local NONE = {}   -- "resume with no value" in the ready queue
 
 local function block_sleep(s)
   if s > 0 then core_sleep(s * 1000) end
@@ -113,10 +113,17 @@ local Sched = {}
 Sched.__index = Sched
 Sched.__name = "xs2a.Scheduler"
 
--- makes the task of `co` runnable with the given arguments
-local function ready(self, co, args)
+-- makes the task of `co` runnable; it resumes with `value` (one value at
+-- most: an HTTP result, a semaphore answer; NONE for nothing). The queue is
+-- two arrays, so a wake-up allocates nothing.
+local function ready(self, co, value)
   local task = self.tasks[co]
-  if task then self.ready[#self.ready + 1] = { task = task, args = args or NO_ARGS } end
+  if task then
+    local n = self.nready + 1
+    self.nready = n
+    self.rtask[n] = task
+    self.rvalue[n] = value == nil and NONE or value
+  end
 end
 
 --- Called by a transport from inside a scheduled coroutine after
@@ -146,19 +153,23 @@ function Sched:sleep(s)
   return co_yield(SLEEP)
 end
 
-local function step(self, task, ...)
-  local r = pack(co_resume(task.co, ...))
+local function after(self, task, ...)
   if co_status(task.co) == "dead" then
-    self.results[task.index] = r
+    self.results[task.index] = pack(...)
     self.tasks[task.co] = nil
     self.alive = self.alive - 1
     return
   end
-  local what = r[2]
+  local _, what = ...
   if what ~= WAIT_HTTP and what ~= SLEEP and what ~= WAIT_SEM then
     -- a bare coroutine.yield() from user code: run it again later
-    self.ready[#self.ready + 1] = { task = task, args = NO_ARGS }
+    ready(self, task.co)
   end
+end
+
+local function step(self, task, value)
+  if value == NONE then return after(self, task, co_resume(task.co)) end
+  return after(self, task, co_resume(task.co, value))
 end
 
 -- wakes the timers that are due; a semaphore wait that timed out leaves
@@ -173,7 +184,7 @@ local function wake_timers(self, now)
     elseif not w.done then
       w.done = true
       w.sem.nwaiting = w.sem.nwaiting - 1
-      ready(self, e.co, { n = 1, false })
+      ready(self, e.co, false)
     end
   end
 end
@@ -182,58 +193,60 @@ local function fail_waiters(self, by_id, message)
   for id, co in pairs(by_id) do
     by_id[id] = nil
     self.nwait = self.nwait - 1
-    ready(self, co, { n = 1, { err = message, code = "other" } })
+    ready(self, co, { err = message, code = "other" })
+  end
+end
+
+-- one poll of `session`; wakes the tasks whose transfers finished
+local function poll_one(self, session, by_id, wait_s)
+  local ok, done = pcall(session.poll, session, floor(wait_s * 1000))
+  if not ok or type(done) ~= "table" then
+    -- the session failed or was closed: fail every waiter on it
+    fail_waiters(self, by_id, "poll failed: " .. tostring(done))
+    return
+  end
+  for i = 1, #done do
+    local e = done[i]
+    local co = by_id[e.id]
+    if co then
+      by_id[e.id] = nil
+      self.nwait = self.nwait - 1
+      ready(self, co, e)
+    end
+  end
+  if #done == 0 and next(by_id) ~= nil then
+    local pok, pending = pcall(session.pending, session)
+    if pok and pending == 0 then fail_waiters(self, by_id, "transfer lost by the session") end
   end
 end
 
 local function poll_sessions(self, wait_s)
-  local sessions = {}
-  for session, by_id in pairs(self.http) do
-    if next(by_id) ~= nil then sessions[#sessions + 1] = session end
+  local nsessions = 0
+  for _, by_id in pairs(self.http) do
+    if next(by_id) ~= nil then nsessions = nsessions + 1 end
   end
-  local per = #sessions > 1 and min(wait_s, 0.01) or wait_s
-  for _, session in ipairs(sessions) do
-    local by_id = self.http[session]
-    local ok, done = pcall(session.poll, session, floor(per * 1000))
-    if not ok or type(done) ~= "table" then
-      -- the session failed or was closed: fail every waiter on it
-      fail_waiters(self, by_id, "poll failed: " .. tostring(done))
-    else
-      for _, e in ipairs(done) do
-        local co = by_id[e.id]
-        if co then
-          by_id[e.id] = nil
-          self.nwait = self.nwait - 1
-          ready(self, co, { n = 1, e })
-        end
-      end
-      if #done == 0 and next(by_id) ~= nil then
-        local pok, pending = pcall(session.pending, session)
-        if pok and pending == 0 then fail_waiters(self, by_id, "transfer lost by the session") end
-      end
-    end
+  local per = nsessions > 1 and min(wait_s, 0.01) or wait_s
+  for session, by_id in pairs(self.http) do
+    if next(by_id) ~= nil then poll_one(self, session, by_id, per) end
   end
 end
 
 local function run_plain(fns, n)
-  local self = setmetatable({ http = setmetatable({}, { __mode = "k" }), timers = {}, ready = {},
-    results = {}, tasks = {}, alive = n, nwait = 0 }, Sched)
+  local self = setmetatable({ http = setmetatable({}, { __mode = "k" }), timers = {},
+    rtask = {}, rvalue = {}, nready = 0, results = {}, tasks = {}, alive = n, nwait = 0 }, Sched)
   for i = 1, n do
     local f = fns[i]
     local co = co_create(function() return f() end)
     owners[co] = self
-    local task = { co = co, index = i }
-    self.tasks[co] = task
-    self.ready[i] = { task = task, args = NO_ARGS }
+    self.tasks[co] = { co = co, index = i }
+    ready(self, co)
   end
   while self.alive > 0 do
-    while #self.ready > 0 do
-      local list = self.ready
-      self.ready = {}
-      for i = 1, #list do
-        local item = list[i]
-        step(self, item.task, unpack(item.args, 1, item.args.n))
-      end
+    -- run what is ready; tasks woken meanwhile run in the next round
+    while self.nready > 0 do
+      local tasks, values, count = self.rtask, self.rvalue, self.nready
+      self.rtask, self.rvalue, self.nready = {}, {}, 0
+      for i = 1, count do step(self, tasks[i], values[i]) end
     end
     if self.alive == 0 then break end
     local first = self.timers[1]
@@ -376,7 +389,7 @@ function Sem:release()
     if not w.done then
       w.done = true
       self.nwaiting = self.nwaiting - 1
-      ready(w.sched, w.co, { n = 1, true })
+      ready(w.sched, w.co, true)
       return
     end
   end

@@ -13,7 +13,7 @@ local helper = require "helper"
 local sandbox = require "support.sandbox"
 local proc = require "support.proc"
 local cli = require "support.cli"
-local json = require "xs2a.codec.json"
+local json = require("xs2a").json
 
 local function tmpdir()
   local ok, out = proc.run("mktemp -d /tmp/xs2a-cli-XXXXXX")
@@ -222,6 +222,16 @@ describe("xs2a command #network", function()
       local nd = lines(assert(proc.read_all(dir .. "/tx.ndjson")))
       assert.equal(#list, #nd)
       assert.same(list[1], json.decode(nd[1]))
+      -- on a terminal (script(1) gives it one) stderr shows pages, transactions and seconds
+      local envs = {}
+      for k, v in pairs(env) do envs[#envs + 1] = k .. "=" .. proc.quote(v) end
+      local ok, tty = proc.run("script -qec " .. proc.quote("env " .. table.concat(envs, " ") .. " lua5.4 "
+        .. proc.quote(cli.BIN) .. " transactions b-alice-eur --status both --from " .. from .. " --output "
+        .. proc.quote(dir .. "/tx.csv")) .. " /dev/null")
+      assert(ok, tty)
+      local pages, count = tty:match("(%d+) pages, (%d+) transactions, %d+ s[\r\n]+%d+ transactions written")
+      assert.equal(#list, tonumber(count), tty)
+      assert.is_true(tonumber(pages) >= 3)
     end)
 
     it("refuses a bad date as a usage error, and a wrong account with the bank's error on one line", function()

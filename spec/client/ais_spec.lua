@@ -124,13 +124,20 @@ for _, variant in ipairs({ "berlin", "georgia" }) do
       end
       assert.same({ 401, 200 }, statuses)
       assert.is_not.equal(rec.access_token, oauth.read_record(c, k.token_key).access_token)
-      -- a token the bank does not know is not refreshed blindly
+      -- a token the bank does not know (TOKEN_UNKNOWN) is refreshed once too
+      -- (docs/paysera.md, reading 3); with a refresh token it does not know
+      -- either, the bank's 401 comes back with the refused refresh as cause
       rec = assert(oauth.read_record(c, k.token_key))
       rec.access_token = "bogus-token"
+      oauth.set_record(c, k.token_key, rec)
+      assert(k:accounts(PSU))
+      rec = assert(oauth.read_record(c, k.token_key))
+      rec.access_token, rec.refresh_token = "bogus-token", "bogus-refresh-token"
       oauth.set_record(c, k.token_key, rec)
       local none, uerr = k:accounts(PSU)
       assert.is_nil(none)
       assert.equal(401, uerr.status)
+      assert.equal("invalid_grant", uerr.cause and uerr.cause.code)
     end)
 
     it("reports an unknown account as a typed 404", function()

@@ -24,7 +24,7 @@ describe("error codes #network", function()
   after_each(function() sb:reset() end)
 
   local function client(variant)
-    return support.new_client(variant, { limits = false }, sb)
+    return support.new_client(variant, { limits = false, profile_overrides = support.ANY_APPROACH }, sb)
   end
 
   local function payment_body(variant)

@@ -12,7 +12,7 @@ describe("xs2a.flow #network", function()
     before_each(function() fs.configure{ sca = { approach = "embedded" } } end)
 
     it("walks credentials, method choice and a wrong then right OTP to a valid consent", function()
-      local client = fs.client("berlin")
+      local client = fs.client_any("berlin")
       local consent = assert(client:create_consent(fs.consent_body(), { psu_ip = fs.PSU_IP }))
       local flow = assert(consent:authorise())
       local step = assert(flow:next())
@@ -55,7 +55,7 @@ describe("xs2a.flow #network", function()
     end)
 
     it("ends with a typed SCA error after too many wrong OTPs", function()
-      local client = fs.client("berlin")
+      local client = fs.client_any("berlin")
       local consent = assert(client:create_consent(fs.consent_body(), { psu_ip = fs.PSU_IP }))
       local flow = assert(consent:authorise())
       assert(flow:next())
@@ -79,7 +79,7 @@ describe("xs2a.flow #network", function()
 
     it("polls by itself until the PSU's app approves (auto-approval after a delay)", function()
       fs.configure{ sca = { approach = "decoupled", decoupled_delay = 1 } }
-      local client = fs.client("berlin")
+      local client = fs.client_any("berlin")
       local consent = assert(client:create_consent(fs.consent_body(),
         { psu_ip = fs.PSU_IP, psu_id = "alice" }))
       local flow = assert(consent:authorise{ poll_interval = 0.2 })
@@ -90,7 +90,7 @@ describe("xs2a.flow #network", function()
     end)
 
     it("hands out wait steps with poll = false, and finishes after an approval", function()
-      local client = fs.client("berlin")
+      local client = fs.client_any("berlin")
       local consent = assert(client:create_consent(fs.consent_body(),
         { psu_ip = fs.PSU_IP, psu_id = "alice" }))
       local flow = assert(consent:authorise{ poll = false, poll_interval = 0.1 })
@@ -107,7 +107,7 @@ describe("xs2a.flow #network", function()
     end)
 
     it("identifies the PSU when the consent was created without PSU-ID, then is denied", function()
-      local client = fs.client("berlin")
+      local client = fs.client_any("berlin")
       local consent = assert(client:create_consent(fs.consent_body(), { psu_ip = fs.PSU_IP }))
       local flow = assert(consent:authorise{ poll = false, poll_interval = 0.1 })
       local step = assert(flow:next())
@@ -127,7 +127,7 @@ describe("xs2a.flow #network", function()
     end)
 
     it("times out with a typed error instead of hanging", function()
-      local client = fs.client("berlin")
+      local client = fs.client_any("berlin")
       local consent = assert(client:create_consent(fs.consent_body(),
         { psu_ip = fs.PSU_IP, psu_id = "alice" }))
       local flow = assert(consent:authorise{ timeout = 0.6, poll_interval = 0.1 })
@@ -140,7 +140,7 @@ describe("xs2a.flow #network", function()
 
     it("reports the bank's own expiry of an unanswered authorisation", function()
       fs.configure{ sca = { approach = "decoupled", auth_timeout = 1, consent_auth_timeout = 1 } }
-      local client = fs.client("berlin")
+      local client = fs.client_any("berlin")
       local consent = assert(client:create_consent(fs.consent_body(),
         { psu_ip = fs.PSU_IP, psu_id = "alice" }))
       local flow = assert(consent:authorise{ poll_interval = 0.2, timeout = 10 })
@@ -159,7 +159,7 @@ describe("xs2a.flow #network", function()
     for _, variant in ipairs({ "berlin", "georgia" }) do
       it(variant .. ": embedded SCA of a payment with signed PUTs ends in ACSC, the ledger moves once", function()
         fs.configure{ sca = { approach = "embedded" } }
-        local client, events = fs.client(variant, { capture_log = true })
+        local client, events = fs.client_any(variant, { capture_log = true })
         local product, body, debtor, creditor = fs.payment(variant, "6.40")
         local payment = assert(client:initiate_payment(product, body, { psu_ip = fs.PSU_IP }))
         local flow = assert(payment:authorise())
@@ -188,7 +188,7 @@ describe("xs2a.flow #network", function()
 
       it(variant .. ": decoupled SCA of a payment is polled to ACSC after the PSU's app approves", function()
         fs.configure{ sca = { approach = "decoupled", decoupled_delay = 1 } }
-        local client = fs.client(variant)
+        local client = fs.client_any(variant)
         local product, body, debtor = fs.payment(variant, "0.75")
         local payment = assert(client:initiate_payment(product, body, { psu_ip = fs.PSU_IP, psu_id = "alice" }))
         local step = assert(assert(payment:authorise{ poll_interval = 0.2 }):next())

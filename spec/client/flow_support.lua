@@ -27,6 +27,14 @@ function M.client(variant, overrides)
   return sc.new_client(variant or "berlin", o)
 end
 
+--- A client whose profile lists every SCA approach (for the specs that
+-- switch the sandbox to embedded, decoupled or redirect).
+function M.client_any(variant, overrides)
+  local o = { profile_overrides = sc.ANY_APPROACH }
+  for k, v in pairs(overrides or {}) do o[k] = v end
+  return M.client(variant, o)
+end
+
 --- Plays the PSU in a browser from `url`; returns the callback URL.
 -- @param psu `{ username, password, decision = "approve"|"deny" }`
 function M.authorize(url, psu)

@@ -79,7 +79,8 @@ describe("secrets in SCA input, errors, saved flows and tostring #network", func
   it("never logs a password or OTP of the embedded approach, nor puts them in errors or saved flows", function()
     fs.sandbox()
     fs.configure{ sca = { approach = "embedded" } }
-    local c, events = support.new_client("berlin", { capture_log = true, store = fs.store })
+    local c, events = support.new_client("berlin", { capture_log = true, store = fs.store,
+      profile_overrides = support.ANY_APPROACH })
     local consent = assert(c:create_consent({ access = { allPsd2 = "allAccounts" }, recurringIndicator = true,
       validUntil = "2027-01-31", frequencyPerDay = 4, combinedServiceIndicator = false },
       { psu_ip = "198.51.100.7", psu_id = "alice" }))

@@ -110,7 +110,7 @@ describe("xs2a.sign", function()
       req.headers["PSU-Corporate-ID"] = "corp"
       assert(sign.berlin(qseal):sign(req))
       assert.equal("digest x-request-id psu-corporate-id", params(req.headers.Signature).headers)
-      assert.is_true(sign.verify_berlin(req))
+      assert.is_true(sign.verify_berlin(req, { cert = read(pki("ca.pem")) }))
     end)
 
     it("produces EC signatures that openssl verifies", function()
@@ -120,7 +120,7 @@ describe("xs2a.sign", function()
       local p = params(req.headers.Signature)
       assert.equal("ecdsa-sha256", p.algorithm)
       assert.is_true(cli.verify(pki("qseal-ec.pem"), V.ig.signing_string, core.b64decode(p.signature)))
-      assert.is_true(sign.verify_berlin(req))
+      assert.is_true(sign.verify_berlin(req, { cert = read(pki("ca.pem")) }))
     end)
 
     it("follows the dialect options", function()
@@ -139,7 +139,7 @@ describe("xs2a.sign", function()
       local tail = "\ndate: Tue, 06 Aug 2019 15:02:37 GMT\n(request-target): post /v1/payments/sepa-credit-transfers"
       assert.equal(tail, ss:sub(-#tail))
       assert.is_true(cli.verify(pki("qseal.pem"), ss, core.b64decode(p.signature), "sha512"))
-      assert.is_true(sign.verify_berlin(req))
+      assert.is_true(sign.verify_berlin(req, { cert = read(pki("ca.pem")) }))
     end)
 
     it("keeps an existing Date header and signs PSS when asked", function()
@@ -151,7 +151,7 @@ describe("xs2a.sign", function()
       assert.equal("rsa-pss-sha256", p.algorithm)
       assert.is_true(cli.verify(pki("qseal.pem"), signing_string(req), core.b64decode(p.signature), "sha256",
         "-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest"))
-      assert.is_true(sign.verify_berlin(req))
+      assert.is_true(sign.verify_berlin(req, { cert = read(pki("ca.pem")) }))
     end)
 
     it("replaces headers of any spelling instead of duplicating them", function()
@@ -172,17 +172,54 @@ describe("xs2a.sign", function()
         local copy = {}
         for k, v in pairs(req.headers) do copy[k] = v end
         copy[h] = copy[h] .. "x"
-        local ok, why = sign.verify_berlin({ method = req.method, url = req.url, headers = copy, body = req.body })
+        local ok, why = sign.verify_berlin({ method = req.method, url = req.url, headers = copy, body = req.body },
+          { cert = read(pki("ca.pem")) })
         assert.is_false(ok, h)
         assert.matches("does not match", why)
       end
       local ok, why = sign.verify_berlin({ method = req.method, url = req.url, headers = req.headers,
-        body = req.body .. " " })
+        body = req.body .. " " }, { cert = read(pki("ca.pem")) })
       assert.is_false(ok)
       assert.matches("digest does not match", why)
       local removed = {}
       for k, v in pairs(req.headers) do if k ~= "PSU-ID" then removed[k] = v end end
-      assert.is_false((sign.verify_berlin({ headers = removed, body = req.body })))
+      assert.is_false((sign.verify_berlin({ headers = removed, body = req.body }, { cert = read(pki("ca.pem")) })))
+    end)
+
+    it("signs what the verifier reads when a header comes in two spellings", function()
+      local req = ig_request()
+      req.headers["psu-id"] = "other"
+      req.headers["Digest"], req.headers["DIGEST"] = "SHA-256=a", "SHA-256=b"
+      assert(sign.berlin(qseal):sign(req))
+      assert.is_nil(req.headers.DIGEST)
+      assert.matches("psu%-id", params(req.headers.Signature).headers)
+      assert.is_true(sign.verify_berlin(req, { cert = read(pki("ca.pem")) }))
+    end)
+
+    it("fails closed without a trust anchor, and pins the signer's organisation", function()
+      local req = ig_request()
+      assert(sign.berlin(qseal):sign(req))
+      for _, opts in ipairs({ {}, { cert = {} } }) do
+        local ok, why = sign.verify_berlin(req, opts)
+        assert.is_false(ok)
+        assert.equal("signing certificate is not trusted: no trust anchor configured", why)
+      end
+      assert.is_false((sign.verify_berlin(req)))
+      local ca = read(pki("ca.pem"))
+      assert.is_true(sign.verify_berlin(req, { cert = ca, organization_identifier = "PSDLT-BOL-TPP001" }))
+      local ok, why = sign.verify_berlin(req, { cert = ca, organization_identifier = "PSDLT-BOL-TPP002" })
+      assert.is_false(ok)
+      assert.matches("not the pinned organisation", why)
+    end)
+
+    it("refuses a signature by an expired certificate of the trusted CA", function()
+      local expired = assert(require("xs2a.identity").new{ cert = pki("qwac-expired.pem"),
+        key = pki("qwac-expired.key") })
+      local req = ig_request()
+      assert(sign.berlin(expired):sign(req))
+      local ok, why = sign.verify_berlin(req, { cert = read(pki("ca.pem")) })
+      assert.is_false(ok)
+      assert.matches("has expired", why)
     end)
 
     it("rejects an untrusted signing certificate", function()
@@ -335,6 +372,24 @@ describe("xs2a.sign", function()
       assert.matches("not trusted", why)
       assert.is_false((sign.verify_jws(res, { cert = read(pki("foreign-ca.pem")) })))
       assert.has_error(function() sign.verify_jws(res, {}) end)
+      assert.is_false((sign.verify_jws(res, { cert = {} })))
+    end)
+
+    it("refuses a response signed with the TPP's own QSealC when pinned to the bank", function()
+      local ca = read(pki("ca.pem"))
+      local bank = assert(require("xs2a.identity").new{ cert = pki("aspsp-seal.pem"), key = pki("aspsp-seal.key") })
+      local pin = { cert = ca, organization_identifier = assert(bank:info().organization_identifier) }
+      local own = { status = 200, headers = { ["x-request-id"] = "r" }, body = "{}" }
+      assert(sign.jws(qseal, { response = true }):sign(own))       -- same CA as the bank's seal
+      local ok, why = sign.verify_jws(own, pin)
+      assert.is_false(ok)
+      assert.matches("organization identifier does not match", why)
+      local real = { status = 200, headers = { ["x-request-id"] = "r" }, body = "{}" }
+      assert(sign.jws(bank, { response = true }):sign(real))
+      assert.is_true(sign.verify_jws(real, pin))
+      -- pinned by the bank's own certificate as the only anchor
+      assert.is_true(sign.verify_jws(real, { cert = read(pki("aspsp-seal.pem")) }))
+      assert.is_false((sign.verify_jws(own, { cert = read(pki("aspsp-seal.pem")) })))
     end)
 
     it("rejects a protected header that breaks the profile", function()

@@ -12,7 +12,7 @@ local helper = require "helper"
 local sandbox = require "support.sandbox"
 local proc = require "support.proc"
 local psu = require "support.psu"
-local json = require "xs2a.codec.json"
+local json = require("xs2a").json
 
 --- The marked blocks of a Markdown file: { name = text }.
 local function marked_blocks(path)

@@ -43,7 +43,9 @@ describe("OpenAPI 1.3.11 conformance #network", function()
   after_each(function() sb:config{ sca = { approach = "oauth" } } end)
 
   local function client(variant, over)
-    local o = { limits = false }
+    -- every approach, and funds confirmation (off in the Paysera profiles): the whole API
+    local o = { limits = false, profile_overrides = { funds_confirmation = true,
+      sca = { approaches = { "oauth", "redirect", "decoupled", "embedded" } } } }
     for k, v in pairs(over or {}) do o[k] = v end
     return support.new_client(variant, o, sb)
   end

@@ -35,6 +35,11 @@ end
 
 M.PROFILES = { berlin = "paysera-berlin", georgia = "paysera-georgia" }
 
+--- Profile overrides that list every SCA approach: the Paysera profiles
+-- list OAuth only and the client refuses another approach, so specs that
+-- switch the sandbox to embedded, decoupled or redirect say so explicitly.
+M.ANY_APPROACH = { sca = { approaches = { "oauth", "redirect", "decoupled", "embedded" } } }
+
 --- Builds a client for `sb` (default: the shared sandbox).
 function M.new_client(variant, overrides, sb)
   sb = sb or sandbox.shared()
@@ -85,7 +90,8 @@ end
 --- Drives the SCA flow of `resource` (consent, payment, cancellation) through
 -- the sandbox's OAuth/redirect page as the PSU's browser would.
 -- @param resource the object with `authorise` (or `authorise_cancellation` when `opts.cancellation`)
--- @param opts `{ username = "alice", password = "alice-pass", decision = "approve"|"deny", cancellation = bool }`
+-- @param opts `{ username = "alice", password = "alice-pass", decision = "approve"|"deny", cancellation = bool,
+--   choose = { values the PSU ticks on the page } }`
 -- @return the final step (`{ kind = "done", status = ... }`) or nil, err
 function M.authorise(resource, opts)
   opts = opts or {}
@@ -100,7 +106,7 @@ function M.authorise(resource, opts)
     if step.kind == "done" then return step end
     if step.kind ~= "redirect" then return nil, "unexpected step " .. tostring(step.kind) end
     local location, page = psu.authorize(step.url, { username = opts.username or "alice",
-      password = opts.password or "alice-pass", decision = opts.decision or "approve" })
+      password = opts.password or "alice-pass", decision = opts.decision or "approve", choose = opts.choose })
     if not location then return nil, "PSU page failed: " .. tostring(page and (page.error or page.status)) end
     step, err = flow:next{ callback = location }
   end

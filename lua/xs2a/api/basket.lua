@@ -51,6 +51,8 @@ Basket.__tostring = function(b) return "xs2a.Basket (" .. tostring(b.last_status
 
 --- `POST /v1/signing-baskets` (only for profiles with signing baskets).
 -- Never repeated automatically (like a payment initiation).
+-- (`client:create_signing_basket(body, opts)` calls it.)
+-- @param client the client
 -- @param body `{ paymentIds = {...}, consentIds = {...} }`
 -- @param opts the PSU options (`psu_ip` mandatory), `headers`, `redirect_preferred`,
 --   `decoupled_preferred`, `explicit`

@@ -30,8 +30,10 @@ local tables = require "xs2a.tables"
 local resource = require "xs2a.api.resource"
 local paging = require "xs2a.api.paging"
 local authorisation = require "xs2a.api.authorisation"
+local date = require "xs2a.net.date"
 
 local type, tostring, tonumber, pairs, setmetatable, select = type, tostring, tonumber, pairs, setmetatable, select
+local str_find = string.find
 local request, psu_from, body_table, body_list, body_object, tpp_headers, need_string, approach_of, start_flow,
   merge_query = resource.request, resource.psu_from, resource.body_table, resource.body_list, resource.body_object,
   resource.tpp_headers, resource.need_string, resource.approach_of, resource.start_flow, resource.merge_query
@@ -74,7 +76,8 @@ local function new_consent(client, id, fields)
   return c
 end
 
---- Creates a consent (`POST /v1/consents`).
+--- Creates a consent (`POST /v1/consents`); `client:create_consent(body, opts)` calls it.
+-- @param client the client
 -- @param body the consent body (`access`, `recurringIndicator`, `validUntil`,
 --   `frequencyPerDay`, `combinedServiceIndicator`), spec field names verbatim
 -- @param opts `{ psu_ip = ..., psu = {...}, redirect_preferred = bool,
@@ -93,6 +96,26 @@ function _M.create(client, body, opts)
     return nil, errors.config("frequencyPerDay " .. fpd .. " exceeds the bank's maximum " .. maxf,
       "FREQUENCY_INVALID")
   end
+  -- the bank's longest consent (docs/paysera.md, reading 6): a later
+  -- validUntil (9999-12-31 asks for the longest) is capped with a log line,
+  -- or refused under consent_over_max = "refuse", before anything is sent
+  local maxd = client.profile.max_consent_days
+  local vu = body.validUntil
+  if maxd and type(vu) == "string" and str_find(vu, "^%d%d%d%d%-%d%d%-%d%d$") then
+    local last = os.date("!%Y-%m-%d", math.floor(date.now()) + maxd * 86400)
+    if vu > last then
+      if client.profile.consent_over_max == "refuse" then
+        return nil, errors.config("create_consent: validUntil " .. vu .. " lies beyond the bank's longest consent of "
+          .. maxd .. " days (" .. last .. "); shorten it, or set the profile's consent_over_max = \"cap\"",
+          "CONSENT_TOO_LONG")
+      end
+      local capped = {}
+      for k, v in pairs(body) do capped[k] = v end
+      capped.validUntil = last
+      client:log("info", "consent_capped", { asked = vu, valid_until = last, max_consent_days = maxd })
+      body = capped
+    end
+  end
   local headers = tpp_headers(opts)
   local res, err = request(client, {
     method = "POST", path = "/v1/consents", body = body, service = "AIS", psu = psu,
@@ -106,6 +129,10 @@ function _M.create(client, body, opts)
       request_id = res.request_id, outcome = "unknown" }, "BAD_RESPONSE")
   end
   if fpd then client.store:set("xs2a:consent:" .. b.consentId .. ":fpd", tostring(math.floor(fpd)), 400 * 86400) end
+  -- the consent's last day: its tokens are kept no longer (xs2a.sca.tokens)
+  if type(body.validUntil) == "string" and str_find(body.validUntil, "^%d%d%d%d%-%d%d%-%d%d$") then
+    client.store:set("xs2a:consent:" .. b.consentId .. ":until", body.validUntil, 400 * 86400)
+  end
   return new_consent(client, b.consentId, {
     status = b.consentStatus, links = b._links, data = b, approach = approach_of(res), psu = psu,
     messages = errors.messages_from(b),

@@ -8,7 +8,9 @@ local request = resource.request
 
 local _M = {}
 
---- `POST /v1/funds-confirmations` (PIIS; needs the PSP_IC role).
+--- `POST /v1/funds-confirmations` (PIIS; needs the PSP_IC role);
+-- `client:confirm_funds(body, opts)` calls it.
+-- @param client the client
 -- @param body `{ account = {...}, instructedAmount = {...}, cardNumber, payee }`
 -- @param opts `{ consent_id = ..., token = store key }`
 -- @return fundsAvailable (boolean), body | nil, err
@@ -16,8 +18,8 @@ function _M.confirm(client, body, opts)
   if type(body) ~= "table" then error("confirm_funds: body must be a table", 2) end
   opts = opts or {}
   if not client.profile.funds_confirmation then
-    return nil, errors.config("profile " .. client.profile.name .. " has no funds confirmation",
-      "SERVICE_UNSUPPORTED")
+    return nil, errors.config("profile " .. client.profile.name .. " has no funds confirmation (Paysera: "
+      .. "\"coming soon\"; set the profile's funds_confirmation = true once the bank offers it)", "SERVICE_UNSUPPORTED")
   end
   local res, err = request(client, { method = "POST", path = "/v1/funds-confirmations", body = body,
     service = "PIIS", consent_id = opts.consent_id, token = opts.token, idempotent = true })

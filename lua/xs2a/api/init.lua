@@ -25,6 +25,11 @@ _M.methods = {
   signing_basket = basket.new,
 }
 
+--- Rebuilds a consent, payment, cancellation or basket from `resource:ref()`
+-- (`client:resource_from_ref(ref)` calls it).
+-- @param client the client
+-- @tparam table ref the reference (`{ kind, id, ... }`, JSON-safe)
+-- @return the resource, or nil and err (kind `config`, code `REF_INVALID`)
 function _M.resource_from_ref(client, ref)
   if type(ref) ~= "table" or type(ref.id) ~= "string" then
     return nil, errors.config("not a resource reference", "REF_INVALID")

@@ -34,7 +34,16 @@ function _M.iterate(self, path, query, opts, container)
       seen[next_href] = true
       res, err = self:_get(nil, nil, opts, { url = next_href, path = false, follow = true })
     end
-    if not res then return nil, err end
+    if not res then
+      if type(err) == "table" and err.code == "ACCESS_EXCEEDED" then
+        -- frequencyPerDay is used up (our limiter, or the bank's 429): say
+        -- how far the list got, so the reader knows what it holds
+        err.pages_read = pages
+        err.text = tostring(err.text or "frequencyPerDay used up") .. "; the transaction iterator stopped after "
+          .. pages .. " page" .. (pages == 1 and "" or "s")
+      end
+      return nil, err
+    end
     pages = pages + 1
     local b = res.json
     if type(b) ~= "table" then

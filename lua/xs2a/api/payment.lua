@@ -82,6 +82,8 @@ end
 --- Initiates a payment (`POST /v1/{payment-service}/{payment-product}`).
 -- Never repeated automatically: when the answer is lost the error has
 -- `outcome = "unknown"` and the X-Request-ID that was sent.
+-- `client:initiate_payment(product, body, opts)` calls it.
+-- @param client the client
 -- @param product e.g. "sepa-credit-transfers" (Berlin) or "domestic" (Georgia)
 -- @param body the payment body (spec field names)
 -- @param opts `{ service = "payments"|"periodic-payments"|"bulk-payments",

@@ -117,7 +117,7 @@ function _M.start_flow(client, resource, opts)
   return flow.start(client, resource, opts)
 end
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- generic methods from the descriptor
 
 --- `GET <path>`: the resource's data (kept in `self.data`).

@@ -23,7 +23,7 @@
 -- `decode(text)` returns the value or `nil, err`. JSON `null` becomes
 -- `json.null`, arrays carry the array metatable (`json.is_array(t)`), also
 -- empty ones, and integral numbers are Lua integers on Lua 5.3+.
--- @module xs2a.json
+-- @module xs2a.codec.json
 local cjson = require "cjson"
 
 local type, pairs, next, rawget, rawlen = type, pairs, next, rawget, rawlen or function(t) return #t end

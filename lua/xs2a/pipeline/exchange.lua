@@ -36,6 +36,7 @@ end
 -- method, no path) raise at `level`; runtime failures return nil, err.
 -- @param ctx the client context (`base_url`, `root`, `origin`, `roles`, `limiter`, `store`, `profile`)
 -- @param req the caller's request (see `client:request`)
+-- @param[opt] level the stack level of the caller, for `error` (default 1)
 -- @return exchange, or nil, err
 function _M.new(ctx, req, level)
   level = (level or 1) + 1
@@ -92,10 +93,14 @@ function _M.new(ctx, req, level)
     attempt = 0, refreshed = false,
   }
   -- frequencyPerDay for AIS reads without the PSU: one unit per attempt
-  -- that reaches the bank (given back when the bank refused before counting)
+  -- that reaches the bank (given back when the bank refused before counting).
+  -- The profile's `frequency_rule` (docs/paysera.md, reading 5): "resource"
+  -- counts per endpoint and account and lets follow-up pages go free;
+  -- "consent" counts every call, pages included, against the consent.
+  local strict = ctx.profile and ctx.profile.frequency_rule == "consent"
   if req.service == "AIS" and method == "GET" and req.consent_id and not (type(req.psu) == "table"
-      and req.psu.ip ~= nil) and not req.follow and ctx.limiter and is_ais_read(path) then
-    ex.freq = { consent_id = req.consent_id, resource = str_match(path, "^([^?]*)"),
+      and req.psu.ip ~= nil) and (strict or not req.follow) and ctx.limiter and is_ais_read(path) then
+    ex.freq = { consent_id = req.consent_id, resource = strict and "*" or str_match(path, "^([^?]*)"),
       max = req.frequency_per_day or ctx:consent_frequency(req.consent_id) }
   end
   return ex

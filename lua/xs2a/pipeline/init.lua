@@ -52,7 +52,7 @@ local function fail(ex, kind, code, text)
     request_id = ex.request_id })
 end
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- stages
 
 local stages = {}
@@ -218,6 +218,16 @@ function stages.verify(ctx, ex)
   local service = ex.service
   if not ctx.response_cert or not service or service == "OAUTH" then return ex end
   local out = ex.out
+  -- "if_present" (docs/paysera.md, reading 1): an unsigned answer is taken,
+  -- and logged once per client; a present signature is always verified
+  if ctx.verify_mode == "if_present" and headers_mod.get(out.headers, "x-jws-signature") == nil then
+    if not ctx.unsigned_logged then
+      ctx.unsigned_logged = true
+      ctx:log("warn", "response_unsigned", { request_id = ex.request_id, method = ex.method, path = ex.path,
+        text = "the bank's answer carries no x-jws-signature; accepted (verify_responses = \"if_present\")" })
+    end
+    return ex
+  end
   local vopts = { cert = ctx.response_cert, x_request_id = ex.request_id }
   local vok, good, why = pcall(verify.verify_jws, { status = out.status, headers = out.headers, body = out.body },
     vopts)
@@ -280,7 +290,7 @@ end
 _M.ORDER = { "prepare", "attach_token", "spend_unit", "acquire_limit", "sign", "send", "verify", "decode",
   "map_error" }
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- the runner
 
 --- Runs one attempt through every stage.

@@ -5,7 +5,8 @@
 -- and the error (`kind`, `status`, `code`, `sent`, `retryable`,
 -- `retry_after`). `decide` returns one of
 --
--- * `"refresh"`: the bank refused the access token as expired or invalid;
+-- * `"refresh"`: the bank refused the access token (401 or 403 with
+--   TOKEN_EXPIRED, TOKEN_INVALID or TOKEN_UNKNOWN);
 --   refresh it once, then `after_refresh` says what follows;
 -- * `"retry", wait`: sleep `wait` seconds and make another attempt;
 -- * `"return"`: the error is the answer.
@@ -46,10 +47,21 @@ function _M.backoff(policy, attempt)
   return d * (0.5 + random() * 0.5)
 end
 
+-- The bank refused the access token: 401 (Berlin Group) or 403 (Paysera's
+-- Georgia page) with a code that names the token (docs/paysera.md, reading
+-- 3). Never another 403, and never CONSENT_EXPIRED: a refresh cannot revive
+-- a consent, the PSU must authorise a new one.
+local TOKEN_CODES = { "TOKEN_EXPIRED", "TOKEN_INVALID", "TOKEN_UNKNOWN" }
 local function token_refusal(ex, err)
-  return err.kind == "http" and err.status == 401 and ex.token_key ~= nil and not ex.refreshed
-    and (errors.is(err, "TOKEN_EXPIRED") or errors.is(err, "TOKEN_INVALID"))
+  if err.kind ~= "http" or (err.status ~= 401 and err.status ~= 403) or ex.token_key == nil or ex.refreshed then
+    return false
+  end
+  for i = 1, #TOKEN_CODES do
+    if errors.is(err, TOKEN_CODES[i]) then return true end
+  end
+  return false
 end
+_M.token_refusal = token_refusal
 
 --- Decides what follows a failed attempt.
 -- @param policy the client's retry policy

@@ -69,6 +69,23 @@ local function deep_copy(v)
 end
 
 -- {name = {href = "..."}} or {name = "..."} -> {name = "..."}
+-- The SCA status of a body: `scaStatus`, or `scatransactionStatus` as
+-- Paysera's Georgia page spells it (docs/paysera.md, reading 10g)
+local function sca_status_of(body)
+  if type(body) ~= "table" then return nil end
+  local s = body.scaStatus
+  if s == nil then s = body.scatransactionStatus end
+  return s
+end
+
+-- Does the profile list this approach (sca.approaches)?
+local function approach_listed(profile, approach)
+  for _, a in ipairs(profile and profile.sca and profile.sca.approaches or {}) do
+    if a == approach then return true end
+  end
+  return false
+end
+
 local function norm_links(links)
   local out = {}
   if type(links) ~= "table" then return out end
@@ -270,7 +287,7 @@ function Flow:_route(links, body, implicit)
     if type(body.chosenScaMethod) == "table" then d.method = body.chosenScaMethod end
     if type(body.challengeData) == "table" then d.challenge = body.challengeData end
   end
-  local sca = type(body) == "table" and body.scaStatus or nil
+  local sca = sca_status_of(body)
   if sca == "failed" then
     return nil, sca_error("SCA_FAILED", "flow: the bank reports the authorisation failed",
       { sca_status = sca, authorisation_id = d.auth_id })
@@ -293,13 +310,38 @@ function Flow:_route(links, body, implicit)
     d.phase = "identify"
   elseif L.startAuthorisation then
     d.phase = "start_auth"
+  elseif L.scaStatus and (sca or implicit) and self:_oauth_without_link() then
+    -- no scaOAuth link (docs/paysera.md, reading 2): OAuth all the same,
+    -- with the metadata found where the profile says
+    d.approach, d.phase = "oauth", "oauth_start"
   elseif L.scaStatus and (sca or implicit) then
     d.approach, d.phase = d.approach or "decoupled", "decoupled"
     self:_begin_wait()
   else
     d.phase = "poll"
   end
+  -- an approach the profile does not list is refused (docs/paysera.md, reading 8)
+  -- (the ASPSP-SCA-Approach header's REDIRECT stands for oauth and redirect alike)
+  local approach = d.approach
+  local header = self.resource.approach
+  if approach == nil and (header == "embedded" or header == "decoupled") then approach = header end
+  if approach and not approach_listed(self.client.profile, approach) then
+    return nil, new_error{ kind = "config", code = "APPROACH_UNSUPPORTED", terminal = true,
+      message = "flow: the bank chose the " .. approach .. " SCA approach, which profile "
+        .. tostring(self.client.profile.name) .. " does not list in sca.approaches (docs/paysera.md)" }
+  end
   if d.phase == "poll" then self:_begin_wait() end
+end
+
+-- True when a scaStatus-only answer means OAuth: the profile lists oauth,
+-- and decoupled is either not listed or not what the bank's
+-- ASPSP-SCA-Approach header says.
+function Flow:_oauth_without_link()
+  local p = self.client.profile
+  if not approach_listed(p, "oauth") or not (p.oauth_metadata and #p.oauth_metadata > 0) then return false end
+  local header = self.resource.approach
+  if header == "decoupled" or header == "embedded" then return false end
+  return header == "redirect" or header == "oauth" or not approach_listed(p, "decoupled")
 end
 
 local function body_of(res)
@@ -317,7 +359,7 @@ function Flow:_refused(err, href)
   if type(err) == "table" and err.kind == "http" and link then
     local res = self:_request("GET", link)
     local body = res and body_of(res)
-    if body and body.scaStatus == "failed" then
+    if body and sca_status_of(body) == "failed" then
       return nil, sca_error("SCA_FAILED", "flow: the bank failed the authorisation after refused input",
         { sca_status = "failed", authorisation_id = d.auth_id, status = err.status, cause = err })
     end
@@ -454,7 +496,7 @@ function phases.decoupled(self)
     return nil, set_terminal(err, false)
   end
   local body = body_of(res) or {}
-  local sca = body.scaStatus
+  local sca = sca_status_of(body)
   if type(body.psuMessage) == "string" then d.message = body.psuMessage end
   d.last_sca = sca
   if sca == "failed" then
@@ -473,11 +515,19 @@ end
 
 function phases.oauth_start(self)
   local d = self.d
-  local meta, err = oauth.metadata(self.client, d.links.scaOAuth)
-  if not meta then return nil, set_terminal(err, false) end
+  local meta
+  local meta_url = d.links.scaOAuth
+  if meta_url then
+    local err
+    meta, err = oauth.metadata(self.client, meta_url)
+    if not meta then return nil, set_terminal(err, false) end
+  else
+    meta, meta_url = oauth.discover(self.client)
+    if not meta then return nil, set_terminal(meta_url, false) end
+  end
   local c = crypto
   local verifier, challenge = c.pkce()
-  d.meta_url = d.links.scaOAuth
+  d.meta_url = meta_url
   d.state = c.state()
   d.verifier = verifier
   d.redirect_uri = self:_opt("redirect_uri", nil) or self.client.redirect_uri
@@ -563,7 +613,7 @@ function phases.redirect_wait(self, input)
     local res, cerr = self:_request("PUT", d.links.confirmation, { confirmationCode = q.confirmationCode })
     if not res then return nil, set_terminal(cerr, true) end
     local body = body_of(res) or {}
-    if body.scaStatus == "failed" then
+    if sca_status_of(body) == "failed" then
       return nil, sca_error("SCA_FAILED", "flow: the bank rejected the confirmation code",
         { sca_status = "failed", authorisation_id = d.auth_id })
     end

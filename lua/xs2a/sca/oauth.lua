@@ -19,7 +19,7 @@
 -- seconds (default 3600, shorter when the answer's `Cache-Control: max-age`
 -- says so) and dropped when a call to the AS fails, so the next one fetches
 -- it again.
--- @module xs2a.oauth
+-- @module xs2a.sca.oauth
 local json = require "xs2a.codec.json"
 local errors = require "xs2a.errors"
 local url_mod = require "xs2a.net.url"
@@ -121,14 +121,12 @@ end
 -- per-client cache: weak keys so a dropped client frees its documents
 local meta_cache = setmetatable({}, { __mode = "k" })
 
+-- the URL a link names, resolved as every link is (a "/..." href not
+-- under the variant root is relative to it): the cache key
 local function absolute(client, url)
   if type(url) ~= "string" then return url end
-  if url:match("^%a[%w+.-]*://") then return url end
-  local base = client.base_url
-  if type(base) == "string" and url:sub(1, 1) == "/" then
-    return (base:match("^(%a[%w+.-]*://[^/]+)") or base) .. url
-  end
-  return url
+  if type(client.base_url) ~= "string" then return url end
+  return url_mod.resolve(client.base_url, client.root or "", url) or url
 end
 
 -- the client's OAuth settings (`opts.oauth`, checked by the builder)
@@ -254,6 +252,28 @@ function _M.check_iss(meta, iss)
   return nil, new_error{ kind = "sca", code = "ISSUER_MISMATCH",
     message = iss == nil and "oauth: the authorization response names no issuer (iss), the AS promised one"
       or "oauth: the authorization response comes from another issuer than the authorization server's" }
+end
+
+-- statuses that say "no metadata document here": try the next place
+local NOT_HERE = { [404] = true, [405] = true, [410] = true }
+
+--- The metadata when an answer carries no `scaOAuth` link (docs/paysera.md,
+-- reading 2): the profile's `oauth_metadata` paths under `base_url`, in
+-- order (per variant, then the host root for the Paysera profiles).
+-- @return meta, url | nil, err
+function _M.discover(client)
+  local paths = client.profile and client.profile.oauth_metadata or {}
+  local tried = {}
+  for _, p in ipairs(paths) do
+    local u = client.base_url .. p
+    local meta, err = _M.metadata(client, u)
+    if meta then return meta, u end
+    if not (type(err) == "table" and err.kind == "http" and NOT_HERE[err.status]) then return nil, err end
+    tried[#tried + 1] = p
+  end
+  return nil, new_error{ kind = "config", code = "OAUTH_METADATA",
+    message = "oauth: no scaOAuth link, and no metadata at " .. (#tried > 0 and table.concat(tried, ", ") or
+      "any place") .. "; set the profile's oauth_metadata to where the bank serves it (docs/paysera.md)" }
 end
 
 --- Builds the authorization request URL (response_type=code, PKCE S256).

@@ -62,8 +62,6 @@ local function store_error(what, why)
     message = "oauth: token store " .. what .. " failed: " .. tostring(why) }
 end
 
---- The token record of `token_key`.
--- @return record | nil (none) | nil, err (the store failed)
 local function read_record(client, token_key)
   if not client.store then return nil end
   local raw, why = client.store:get(_M.store_key(token_key))
@@ -75,13 +73,42 @@ local function read_record(client, token_key)
   if type(rec) ~= "table" or type(rec.access_token) ~= "string" then return nil end
   return rec
 end
+
+--- The token record of `token_key` (`{ access_token, refresh_token,
+-- token_type, expires_at, scope, token_endpoint }`), for tools.
+-- @param client the client (its store)
+-- @tparam string token_key the resource's token key
+-- @return record | nil (none) | nil, err (the store failed)
+-- @function read_record
 _M.read_record = read_record
+
+-- How long a refresh token may work: no longer than its consent (the end
+-- of its validUntil day when the consent was made by this client), and no
+-- longer than the bank's longest consent (profile `max_consent_days`).
+-- @return seconds, or 0 for "no limit known"
+local function refresh_lifetime(client, token_key)
+  local limit = 0
+  local days = client.profile and client.profile.max_consent_days
+  if days then limit = days * 86400 + _M.SKEW end
+  local id = type(token_key) == "string" and token_key:match("^consent:(.+)$")
+  local last = id and client.store:get("xs2a:consent:" .. id .. ":until")
+  local y, m, d
+  if type(last) == "string" then y, m, d = last:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$") end
+  if y then
+    local left = math.ceil(date.timegm(tonumber(y), tonumber(m), tonumber(d), 0, 0, 0) + 86400 - now()) + _M.SKEW
+    if left < 1 then left = 1 end
+    if limit == 0 or left < limit then limit = left end
+  end
+  return limit
+end
 
 local function write_record(client, token_key, rec)
   local ttl = 0
-  -- keep the record while the refresh token may still work; without one,
-  -- drop it a little after the access token expires
-  if not rec.refresh_token and rec.expires_at then
+  -- keep the record while the refresh token may still work (no longer than
+  -- its consent); without one, drop it a little after the access token expires
+  if rec.refresh_token then
+    ttl = refresh_lifetime(client, token_key)
+  elseif rec.expires_at then
     ttl = math.max(1, math.ceil(rec.expires_at - now()) + _M.SKEW)
   end
   local ok, why = client.store:set(_M.store_key(token_key), assert(json.encode(rec)), ttl)
@@ -189,7 +216,10 @@ end
 -- token already differs from `stale`, someone else rotated it: that token is
 -- returned and no second refresh is made (a rotated refresh token must not be
 -- used twice).
+-- @param client the client (its `store` holds the token record)
+-- @tparam string token_key the resource's token key ("consent:<id>", "payment:<id>")
 -- @tparam[opt] string stale the access token the caller found unusable
+-- @tparam[opt] table opts `{ lock_wait = seconds }`
 -- @return access_token | nil, err
 function _M.refresh(client, token_key, stale, opts)
   opts = opts or {}

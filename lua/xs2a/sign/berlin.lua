@@ -13,7 +13,7 @@ local headers_mod = require "xs2a.net.headers"
 local date = require "xs2a.net.date"
 local common = require "xs2a.sign.common"
 
-local type, ipairs, setmetatable = type, ipairs, setmetatable
+local type, ipairs, pairs, tostring, setmetatable = type, ipairs, pairs, tostring, setmetatable
 local str_lower, str_format, str_gsub = string.lower, string.format, string.gsub
 local tconcat = table.concat
 local os_time = os.time
@@ -84,16 +84,53 @@ function _M.new(qseal, opts)
   if opts.now ~= nil and type(opts.now) ~= "function" then
     error("sign.berlin: now must be a function", 2)
   end
+  local key_id = "SN=" .. serial .. ",CA=" .. str_gsub(info.issuer, " ", "%%20")
   return setmetatable({
     identity = qseal,
     digest = dig,
     algorithm = label,
-    key_id = "SN=" .. serial .. ",CA=" .. str_gsub(info.issuer, " ", "%%20"),
+    key_id = key_id,
+    sig_prefix = str_format('keyId="%s",algorithm="%s",headers="', key_id, label),
     certificate = b64encode(qseal:cert_der()),
     sign_opts = { hash = hash, padding = not ec and padding or nil, ec_format = ec and "der" or nil },
     extra = extra,
     now = opts.now or os_time,
   }, berlin_mt)
+end
+
+-- The signer looks headers up through one index made per request, in a
+-- single pass over the table: lowercase name -> the key it is stored under,
+-- or false when the name is there in two spellings (then the general,
+-- scanning helpers of net.headers decide, as everywhere else).
+local function index_of(headers)
+  local idx = {}
+  for k in pairs(headers) do
+    if type(k) == "string" then
+      local l = str_lower(k)
+      if idx[l] == nil then idx[l] = k else idx[l] = false end
+    end
+  end
+  return idx
+end
+
+local function get(headers, idx, l)
+  local k = idx[l]
+  if k == nil then return nil end
+  if k == false then return header_value(headers, l) end
+  local v = headers[k]
+  if type(v) == "table" then return tconcat(v, ", ") end
+  return tostring(v)
+end
+
+local function set(headers, idx, name, l, value)
+  local k = idx[l]
+  if k == false then
+    header_set(headers, name, value)
+  else
+    if k ~= nil and k ~= name then headers[k] = nil end
+    headers[name] = value
+  end
+  idx[l] = name
 end
 
 --- Signs a request in place.
@@ -103,40 +140,45 @@ end
 function berlin_mt:sign(req)
   check_req(req)
   local headers = req.headers
-  if not header_value(headers, "x-request-id") then
+  local idx = index_of(headers)
+  if not get(headers, idx, "x-request-id") then
     return nil, "sign.berlin: the request has no X-Request-ID header"
   end
-  header_set(headers, "Digest", digest_value(self.digest, req.body))
+  set(headers, idx, "Digest", "digest", digest_value(self.digest, req.body))
   local names = { "digest", "x-request-id" }
-  for _, h in ipairs(CONDITIONAL) do
-    if header_value(headers, h) then names[#names + 1] = h end
+  for i = 1, #CONDITIONAL do
+    local h = CONDITIONAL[i]
+    if idx[h] ~= nil and get(headers, idx, h) then names[#names + 1] = h end
   end
-  local lines = {}
-  for _, h in ipairs(self.extra) do
-    if h == "date" and not header_value(headers, "date") then
-      header_set(headers, "Date", date.http(self.now()))
+  local extra = self.extra
+  for i = 1, #extra do
+    local h = extra[i]
+    if h == "date" and not get(headers, idx, "date") then
+      set(headers, idx, "Date", "date", date.http(self.now()))
     end
     local dup = false
     for _, n in ipairs(names) do if n == h then dup = true end end
     if not dup then names[#names + 1] = h end
   end
-  for i, h in ipairs(names) do
+  local lines = {}
+  for i = 1, #names do
+    local h = names[i]
     local v
     if h == "(request-target)" then
       local target = target_of(req.url)
       if not target then return nil, "sign.berlin: request url is not absolute" end
       v = str_lower(req.method or "GET") .. " " .. target
     else
-      v = header_value(headers, h)
+      v = get(headers, idx, h)
       if v == nil then return nil, "sign.berlin: header " .. h .. " to sign is missing" end
     end
     lines[i] = h .. ": " .. v
   end
   local sig, err = self.identity:sign(tconcat(lines, "\n"), self.sign_opts)
   if not sig then return nil, err end
-  header_set(headers, "Signature", str_format('keyId="%s",algorithm="%s",headers="%s",signature="%s"',
-    self.key_id, self.algorithm, tconcat(names, " "), b64encode(sig)))
-  header_set(headers, "TPP-Signature-Certificate", self.certificate)
+  set(headers, idx, "Signature", "signature", self.sig_prefix .. tconcat(names, " ") .. '",signature="'
+    .. b64encode(sig) .. '"')
+  set(headers, idx, "TPP-Signature-Certificate", "tpp-signature-certificate", self.certificate)
   return req
 end
 

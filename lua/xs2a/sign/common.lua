@@ -17,7 +17,6 @@ local function digest_value(alg, body)
   return alg .. "=" .. b64encode(digest(DIGESTS[alg], body or ""))
 end
 
--- checks a Digest header value against the body; true | false, reason
 local function check_digest(value, body)
   if type(value) ~= "string" then return false, "digest header missing" end
   local alg, b64 = str_match(value, "^%s*([%w%-]+)=(%S+)%s*$")
@@ -30,6 +29,11 @@ local function check_digest(value, body)
   end
   return true
 end
+--- Checks a `Digest` header value against the body (constant time).
+-- @tparam string value the header value, e.g. "SHA-256=..."
+-- @tparam[opt] string body
+-- @return true, or false and the reason
+-- @function check_digest
 _M.check_digest = check_digest
 
 local function check_identity(id, who)

@@ -28,32 +28,35 @@ local function parse_signature_header(v)
   for k, val in str_gmatch(v, '([%w]+)%s*=%s*"([^"]*)"') do p[k] = val end
   return p
 end
+--- Parses a Berlin Group `Signature` header into its parameters.
+-- @tparam string v the header value (`keyId="...",algorithm="...",headers="...",signature="..."`)
+-- @treturn table `{ keyId =, algorithm =, headers =, signature = }` (what is present)
+-- @function parse_signature_header
 _M.parse_signature_header = parse_signature_header
 
 local function normalise_serial(s)
   return (str_gsub(str_lower(s or ""), "^0+(.)", "%1"))
 end
 
--- trusted = PEM/DER of a certificate; true when cert_der is it or was issued by it
-local function trusted_by(cert_der, trusted)
-  if trusted == nil then return true end
-  local list = type(trusted) == "table" and trusted or { trusted }
-  for _, t in ipairs(list) do
-    local info = core.cert_info(t)
-    if info then
-      local mine = core.cert_info(cert_der)
-      if mine and mine.fingerprint == info.fingerprint then return true end
-      if core.cert_issued_by and core.cert_issued_by(cert_der, t) then return true end
-    end
+-- True when cert_der chains (X509_verify_cert, dates checked, through the
+-- untrusted `chain`) to an anchor of `trusted` (PEM/DER of a CA or of the very
+-- signer certificate, or a list), and carries the pinned organisation
+-- identifier when `org_id` is given. No anchor: false (fail closed).
+local function trusted_by(cert_der, trusted, chain, org_id)
+  if trusted == nil or (type(trusted) == "table" and trusted[1] == nil) then
+    return false, "no trust anchor configured"
   end
-  return false
+  local ok, why = core.cert_verify(cert_der, { anchors = trusted, chain = chain, organization_identifier = org_id })
+  if ok then return true end
+  return false, (str_gsub(why or "", "^cert_verify: ", ""))
 end
 
 --- Verifies a Berlin Group signed request (the bank's side; for tests and
 -- the sandbox).
 -- @tparam table req `{ method, url, headers, body }`
--- @tparam[opt] table opts `cert` (trusted certificate or CA, PEM/DER, or a
---  list); `algorithm` / `padding` overrides for labels such as "hs2019".
+-- @tparam table opts `cert` (trusted certificate or CA, PEM/DER, or a list;
+--  required: without it nothing verifies); `organization_identifier` (pin the
+--  signer); `algorithm` / `padding` overrides for labels such as "hs2019".
 -- @treturn boolean ok
 -- @treturn string reason when not ok
 function _M.verify_berlin(req, opts)
@@ -70,7 +73,8 @@ function _M.verify_berlin(req, opts)
   local cert = b64decode((str_gsub(cert_b64, "%s", "")))
   local info = cert and core.cert_info(cert)
   if not info then return false, "TPP-Signature-Certificate is not a certificate" end
-  if not trusted_by(cert, opts.cert) then return false, "signing certificate is not trusted" end
+  local trusted, twhy = trusted_by(cert, opts.cert, nil, opts.organization_identifier)
+  if not trusted then return false, "signing certificate is not trusted: " .. twhy end
   local sn, ca = str_match(p.keyId, "^SN=([^,]*),CA=(.*)$")
   if not sn or normalise_serial(sn) ~= normalise_serial(info.serial) then
     return false, "keyId does not name the certificate's serial"
@@ -183,10 +187,17 @@ function _M.verify_jws(msg, opts)
   if not info then return false, "x5c[1] is not a certificate" end
   if info.expired then return false, "signing certificate has expired" end
   if a[3] ~= info.key_type then return false, "alg does not match the certificate key" end
-  if not trusted_by(cert, opts.cert) then return false, "signing certificate is not trusted" end
   if opts.organization_identifier and info.organization_identifier ~= opts.organization_identifier then
     return false, "signer organization identifier does not match"
   end
+  local chain = {}
+  for i = 2, #ph.x5c do
+    local c = type(ph.x5c[i]) == "string" and b64decode(ph.x5c[i])
+    if not c then return false, "x5c[" .. i .. "] is not base64" end
+    chain[#chain + 1] = c
+  end
+  local trusted, twhy = trusted_by(cert, opts.cert, chain, opts.organization_identifier)
+  if not trusted then return false, "signing certificate is not trusted: " .. twhy end
   local lines = {}
   for i, h in ipairs(sigd.pars) do
     local v = jws_value(msg, str_lower(h), is_response)

@@ -49,7 +49,7 @@ local read_reply = resp.read_reply_at
 local num, is_integer = resp.num, resp.is_integer
 local unpack = table.unpack or unpack  -- luacheck: ignore 143
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- Sockets: cosockets inside nginx, LuaSocket elsewhere
 
 local function ngx_api()
@@ -89,7 +89,7 @@ local function is_timeout(err)
   return type(err) == "string" and str_find(err, "timeout", 1, true) ~= nil
 end
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- Errors
 
 -- Never lets the password through, whatever a server or a socket says.
@@ -111,7 +111,7 @@ local function fail(self, what, msg)
   return nil, scrub(self, tostring(self) .. ": " .. what .. (msg and (": " .. tostring(msg)) or ""))
 end
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- Connections
 
 -- Sends one command and reads its reply on `sock`.
@@ -235,7 +235,9 @@ local function run_command(self, retry, ...)
 end
 
 --- Runs one command.
+-- @param self the store
 -- @param retry true when repeating the command is harmless
+-- @param ... the command and its arguments
 -- @return value (`null` for a Redis nil) | nil, message, kind
 local function command(self, retry, ...)
   -- a socket API that raises (a cosocket in a phase that has none, say)
@@ -246,7 +248,7 @@ local function command(self, retry, ...)
   return fail(self, "socket error", v)
 end
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- The store contract
 
 local checks = contract
@@ -440,7 +442,7 @@ function Store:__tostring()
   return "xs2a.store.redis(" .. self.host .. ":" .. self.port .. " db " .. self.db .. ")"
 end
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- Construction
 
 -- distinct pool names per (server, db, credentials), without putting a

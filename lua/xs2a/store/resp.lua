@@ -25,7 +25,7 @@ local ErrorReply = {}
 ErrorReply.__index = ErrorReply
 ErrorReply.__tostring = function(e) return e.message end
 
-------------------------------------------------------------------------------
+-- ----------------------------------------------------------------------------
 -- RESP2 encoding and decoding
 
 local function is_integer(n)

@@ -21,9 +21,10 @@
 -- certificate's IP addresses are compared with the host here.
 --
 -- The client certificate (`identity`) is parsed once per identity with
--- `ngx.ssl.parse_pem_cert`/`parse_pem_priv_key` (the key PEM is exported,
--- parsed and dropped at once) and handed to each new connection with
--- `setclientcert` (lua-nginx-module >= 0.10.23, lua-resty-core >= 0.1.25).
+-- `ngx.ssl.parse_pem_cert`; the key is the identity's own EVP_PKEY*
+-- (`identity:_pkey_handle()`, wrapped as cdata), never exported as bytes.
+-- Both go to each new connection with `setclientcert` (lua-nginx-module >=
+-- 0.10.23, lua-resty-core >= 0.1.25).
 --
 -- Connections are kept alive per worker in pools keyed by host, port, SNI
 -- name, the SHA-256 fingerprint of the client certificate, the verification
@@ -169,6 +170,23 @@ local function der_to_pem(der)
     .. "\n-----END CERTIFICATE-----\n"
 end
 
+-- The identity's EVP_PKEY* as the cdata setclientcert wants: the core hands
+-- out a pointer with its own reference (never key bytes), freed by ffi.gc.
+-- For an HSM identity it is the token's key, usable only in the process that
+-- opened it.
+local pkey_free
+local function pkey_cdata(identity)
+  local ok, h, err = pcall(identity._pkey_handle, identity)
+  if not ok then return nil, h end
+  if not h then return nil, err end
+  if not ffi_ok then return nil, "LuaJIT's ffi is not available" end
+  if not pkey_free then
+    pcall(ffi.cdef, "void EVP_PKEY_free(void *pkey);")   -- may be declared already
+    pkey_free = ffi.C.EVP_PKEY_free
+  end
+  return ffi.gc(ffi.cast("void *", h), pkey_free)
+end
+
 local function load_client_cert(identity)
   local entry = cert_cache[identity]
   if entry then return entry end
@@ -192,17 +210,9 @@ local function load_client_cert(identity)
   if not cert then
     return nil, "cannot parse the client certificate: " .. tostring(cerr)
   end
-  -- the key PEM lives only in this scope; OpenSSL keeps the parsed key
-  local key
-  do
-    local ok_key, key_pem = pcall(identity.export_key_pem, identity)
-    if ok_key and type(key_pem) == "string" then
-      key = ssl.parse_pem_priv_key(key_pem)
-    end
-    key_pem = nil -- luacheck: ignore 311
-  end
+  local key, kerr = pkey_cdata(identity)
   if not key then
-    return nil, "cannot load the private key of the identity"
+    return nil, "cannot load the private key of the identity: " .. tostring(kerr)
   end
   entry = { cert = cert, key = key, fingerprint = info.fingerprint }
   cert_cache[identity] = entry

@@ -9,7 +9,7 @@
 --   location / { content_by_lua_block { require("tpp.app").handle() } }
 local xs2a = require "xs2a"
 local cjson = require "cjson.safe"
-local status_words = require "xs2a.status"
+local status_words = xs2a.status
 
 local M = {}
 

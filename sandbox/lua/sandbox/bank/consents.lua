@@ -247,13 +247,8 @@ end
 -- payment accounts (any of the variant's; only the PSU's own are accepted).
 function _M.choices(c)
   if not c.offered or c.chosen then return nil end
-  local options = {}
-  for _, a in ipairs(require("sandbox.bank.seed").accounts(c.variant)) do
-    if a.kind == "account" then
-      options[#options + 1] = { value = a.id, label = a.iban .. " " .. a.currency .. " (" .. a.name .. ")" }
-    end
-  end
-  return { name = "account", multiple = true, prompt = "Choose the accounts to share:", options = options }
+  return { name = "account", multiple = true, prompt = "Choose the accounts to share:",
+    options = require("sandbox.bank.seed").account_options(c.variant) }
 end
 
 --- The PSU's pick: every chosen account must be the PSU's; the consent then
@@ -262,10 +257,7 @@ end
 function _M.choose(c, _, psu, values)
   local refs = {}
   for _, v in ipairs(values) do
-    local found
-    for _, a in ipairs(require("sandbox.bank.seed").accounts(c.variant)) do
-      if a.id == v and a.kind == "account" then found = a end
-    end
+    local found = require("sandbox.bank.seed").payment_account(c.variant, v)
     if not found or found.owner ~= psu then return false, "choose accounts you hold" end
     refs[#refs + 1] = { iban = found.iban, currency = found.currency }
   end

@@ -169,23 +169,15 @@ end
 -- the payment's currency on the bank's page.
 function _M.choices(p, kind)
   if p.debtor_iban or kind ~= "payment" then return nil end
-  local options = {}
-  for _, a in ipairs(require("sandbox.bank.seed").accounts(p.variant)) do
-    if a.kind == "account" and a.currency == p.currency then
-      options[#options + 1] = { value = a.id, label = a.iban .. " " .. a.currency .. " (" .. a.name .. ")" }
-    end
-  end
-  return { name = "account", multiple = false, prompt = "Pay from:", options = options }
+  return { name = "account", multiple = false, prompt = "Pay from:",
+    options = require("sandbox.bank.seed").account_options(p.variant, function(a) return a.currency == p.currency end) }
 end
 
 --- The PSU's pick of the debtor account (one of the PSU's, in the currency).
 -- @return true, or false and a message for the PSU
 function _M.choose(p, _, psu, values)
   if #values ~= 1 then return false, "choose the account to pay from" end
-  local found
-  for _, a in ipairs(require("sandbox.bank.seed").accounts(p.variant)) do
-    if a.id == values[1] and a.kind == "account" then found = a end
-  end
+  local found = require("sandbox.bank.seed").payment_account(p.variant, values[1])
   if not found or found.owner ~= psu or found.currency ~= p.currency then
     return false, "choose one of your accounts in " .. p.currency
   end

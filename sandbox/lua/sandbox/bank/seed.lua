@@ -193,6 +193,25 @@ function _M.accounts(variant)
   return common.get("accounts:" .. variant) or {}
 end
 
+--- The payment accounts of a variant as options of a page's choice
+-- (`{ value = id, label }`), those `keep(a)` accepts when given.
+function _M.account_options(variant, keep)
+  local options = {}
+  for _, a in ipairs(_M.accounts(variant)) do
+    if a.kind == "account" and (not keep or keep(a)) then
+      options[#options + 1] = { value = a.id, label = a.iban .. " " .. a.currency .. " (" .. a.name .. ")" }
+    end
+  end
+  return options
+end
+
+--- The payment account `id` of a variant, or nil.
+function _M.payment_account(variant, id)
+  for _, a in ipairs(_M.accounts(variant)) do
+    if a.id == id and a.kind == "account" then return a end
+  end
+end
+
 local function public_account(a)
   return {
     variant = a.variant, resourceId = a.id, kind = a.kind, iban = a.iban, maskedPan = a.maskedPan,
