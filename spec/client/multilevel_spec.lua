@@ -19,7 +19,7 @@ describe("multilevel SCA, next PSU named #network", function()
   for _, variant in ipairs({ "berlin", "georgia" }) do
     it(variant .. ": decoupled, alice then bob", function()
       fs.configure{ sca = { approach = "decoupled", multilevel = 2, decoupled_delay = 0 } }
-      local client = fs.client(variant)
+      local client = fs.client_any(variant)
       local consent = assert(client:create_consent(fs.consent_body(), { psu_ip = fs.PSU_IP, psu_id = "alice" }))
       local flow = assert(consent:authorise{ poll = false, poll_interval = 0.05 })
       local step = assert(flow:next())
@@ -46,7 +46,7 @@ describe("multilevel SCA, next PSU named #network", function()
 
   it("berlin: embedded, alice then bob (credentials name the next PSU)", function()
     fs.configure{ sca = { approach = "embedded", multilevel = 2 } }
-    local client = fs.client("berlin")
+    local client = fs.client_any("berlin")
     local consent = assert(client:create_consent(fs.consent_body(), { psu_ip = fs.PSU_IP, psu_id = "alice" }))
     local flow = assert(consent:authorise{ poll = false, poll_interval = 0.05 })
     local step = assert(flow:next())

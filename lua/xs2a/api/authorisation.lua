@@ -177,6 +177,7 @@ function _M.get(res, id)
 end
 
 --- `POST <resource>/authorisations`: starts an authorisation explicitly.
+-- @param res the consent, payment, cancellation or basket
 -- @param opts see the module description
 -- @return Authorisation, result | nil, err
 function _M.start(res, opts)

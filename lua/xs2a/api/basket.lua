@@ -105,7 +105,7 @@ function Basket:ref()
     status = self.last_status }
 end
 
---- The authorisation API of the basket (`xs2a.api.authorisation`):
+-- The authorisation API of the basket (`xs2a.api.authorisation`):
 -- `authorisations()`, `authorisation(id)`, `start_authorisation(opts)`.
 authorisation.methods_for(Basket)
 

@@ -170,7 +170,7 @@ Consent.current_status = resource.status
 -- @return true or nil, err
 Consent.delete = resource.delete
 
---- The authorisation API of the consent (`xs2a.api.authorisation`):
+-- The authorisation API of the consent (`xs2a.api.authorisation`):
 -- `authorisations()`, `authorisation(id)`, `start_authorisation(opts)`.
 authorisation.methods_for(Consent)
 

@@ -201,7 +201,7 @@ function Cancellation:ref()
   return r
 end
 
---- The authorisation API of payments and of their cancellations
+-- The authorisation API of payments and of their cancellations
 -- (`xs2a.api.authorisation`): `authorisations()`, `authorisation(id)`,
 -- `start_authorisation(opts)`; on a cancellation they address
 -- `.../cancellation-authorisations`.
