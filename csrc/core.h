@@ -57,9 +57,9 @@ int xs2a_identity_sign_raw(xs2a_identity *id, const xs2a_sigopts *o,
 /* pkcs11.c: keys in a PKCS#11 token (the only user of the ENGINE API) */
 typedef struct xs2a_p11 xs2a_p11;
 int xs2a_p11_is_uri(const char *s, size_t len);            /* starts with "pkcs11:" */
-int xs2a_p11_open(lua_State *L, xs2a_identity *owner, const char *module, const char *key_uri,
-                  const char *cert_uri, int pin_fn, const char *pin, size_t pin_len,
-                  const char *pin_env, xs2a_p11 **out, struct evp_pkey_st **key, struct x509_st **cert);
+int xs2a_p11_open(lua_State *L, const char *module, const char *key_uri, const char *cert_uri,
+                  int pin_fn, const char *pin, size_t pin_len, const char *pin_env,
+                  xs2a_p11 **out, struct evp_pkey_st **key, struct x509_st **cert);
 int xs2a_p11_reopen(lua_State *L, xs2a_p11 *p, int pin_fn, struct evp_pkey_st **key);
 void xs2a_p11_free(xs2a_p11 *p);
 int xs2a_p11_other_process(const xs2a_p11 *p);             /* opened before a fork */

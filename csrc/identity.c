@@ -368,7 +368,7 @@ static int open_hsm(lua_State *L, xs2a_identity *id, const char *cert_s, size_t 
     input_free(&in);
     if (!n) return xs2a_pusherror(L, "identity", "certificate is not a valid PEM or DER certificate", "parse");
   }
-  if ((n = xs2a_p11_open(L, id, module_s, key_s, from_token ? cert_s : NULL, pin_fn, pin_s, pin_len,
+  if ((n = xs2a_p11_open(L, module_s, key_s, from_token ? cert_s : NULL, pin_fn, pin_s, pin_len,
                          pinenv_s, &id->p11, &id->key, &tcert)) != 0)
     return n;
   if (from_token) id->cert = tcert;
@@ -881,7 +881,9 @@ static int reopen_key(lua_State *L, xs2a_identity *id) {
   n = xs2a_p11_reopen(L, id->p11, pin_fn, &id->key);
   if (n != 0) {
     const char *why = lua_tostring(L, -2);
-    lua_pushfstring(L, "identity.sign: the PKCS#11 token or session was lost and opening it again failed (%s)",
+    lua_pushfstring(L, "identity.sign: the PKCS#11 token failed to sign and opening the key again failed (%s); "
+                    "libp11 keeps the lost sessions for the rest of this process: restart it (in nginx: "
+                    "nginx -s reload starts new workers)",
                     why != NULL ? why : "?");
     lua_pushnil(L);
     lua_insert(L, -2);

@@ -7,19 +7,22 @@
  * no PKCS#11 provider package in bookworm, and an engine key is an ordinary
  * EVP_PKEY that EVP_PKEY_sign, SSL_CTX_use_PrivateKey (curl) and
  * SSL_use_PrivateKey (nginx cosockets) accept unchanged. So the deprecated
- * calls live in this one file, which alone is compiled with
- * -Wno-deprecated-declarations (see the Makefile and the rockspec); every
- * other file keeps -Werror for deprecations too.
+ * calls live in this one file, which alone defines OPENSSL_SUPPRESS_DEPRECATED
+ * before including OpenSSL: that drops the deprecation attributes of
+ * OpenSSL's declarations here, as -Wno-deprecated-declarations would, but
+ * only for OpenSSL and only for this file, and it works the same in the
+ * Makefile and in the rockspec (whose builtin backend has no per-file
+ * flags). Every other file still fails the build (-Werror) on a deprecated
+ * call.
  *
  * The key never leaves the token: the engine returns a key handle whose
  * private operations are PKCS#11 calls. The PIN is read from the option, the
  * named environment variable or a callback into a buffer that is wiped right
  * after the login. (libp11 itself keeps a copy inside its slot state, to log
- * in again after a fork; that copy is wiped when the engine is released.)
+ * in again after a fork; we cannot reach or wipe that copy.)
  *
- * One engine instance per process (OpenSSL 3 loads an engine library only
- * once), shared by the identities of the process. A PKCS#11 session must not
- * cross
+ * One engine instance per process image (see "The engine" below). A
+ * PKCS#11 session must not cross
  * fork(): an identity remembers the pid that opened it and refuses to work
  * in another process; open HSM identities in each worker (init_worker_by_lua
  * in nginx), not in the master. */
@@ -42,10 +45,6 @@
 #define PIN_MAX 256
 
 struct xs2a_p11 {
-  xs2a_identity *owner;   /* the identity whose key this is */
-  xs2a_p11 *next;         /* the engine's users */
-  unsigned gen;           /* engine generation the key was loaded from */
-  char *module;           /* module path or NULL (libp11's default: p11-kit-proxy) */
   pid_t pid;              /* the process that opened the session */
   char *key_uri;       /* owned; holds no PIN (refused at open) */
   char *token;         /* token label from the URI, or NULL */
@@ -178,37 +177,17 @@ int xs2a_p11_is_uri(const char *s, size_t len) {
 }
 
 /* ------------------------------------------------------------------ */
-/* The engine. OpenSSL 3 refuses to load the same engine library twice in a
- * process, so all identities share one instance, made through the "dynamic"
- * engine and kept out of OpenSSL's engine list so that it can be released
- * and made again. When a session is lost, libp11's context keeps stale
- * session handles; the cure is a new instance (a new generation): the keys
- * of the old one are dropped first, and each identity loads its key again
- * on its next use. */
+/* The engine: one instance per process image, made on first use and never
+ * released. OpenSSL 3 loads an engine library only once per process, and
+ * libp11 keeps its keys (which hold the engine) in its own context, so an
+ * instance cannot go away and come back. libp11 is fork-aware: in a child
+ * it initialises the module again before any use, so identities opened in
+ * a worker after fork work, whether or not the master had loaded the
+ * engine. The instance is made through the "dynamic" engine and kept out of
+ * OpenSSL's engine list, so that it is only ever used for our identities. */
 
 static ENGINE *engine;
-static unsigned engine_gen;
-static pid_t engine_pid;
 static char *engine_module;
-static xs2a_p11 *engine_users;
-
-static void engine_release(void) {
-  if (engine != NULL && engine_pid == getpid()) {   /* never a parent's, after fork */
-    ENGINE_finish(engine);
-    ENGINE_free(engine);
-  }
-  engine = NULL;
-  OPENSSL_free(engine_module);
-  engine_module = NULL;
-}
-
-/* drops every key of the current instance, then the instance */
-static void engine_reset(void) {
-  xs2a_p11 *u;
-  for (u = engine_users; u != NULL; u = u->next)
-    if (u->gen == engine_gen) xs2a_identity_drop_key(u->owner);
-  engine_release();
-}
 
 static int same_module(const char *a, const char *b) {
   return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
@@ -226,11 +205,10 @@ static int engine_get(lua_State *L, const char *module) {
     lua_pushliteral(L, "config");
     return 3;
   }
-  if (engine != NULL && engine_pid != getpid()) engine_release();   /* inherited by fork */
   if (engine != NULL) {
     if (!same_module(module, engine_module))
       return xs2a_pusherror(L, "identity", "one PKCS#11 module per process (p11-kit-proxy can join "
-                            "several): close the identities of the other module first", "config");
+                            "several): use the module of the first token identity", "config");
     return 0;
   }
   dir = getenv("OPENSSL_ENGINES");
@@ -266,8 +244,6 @@ static int engine_get(lua_State *L, const char *module) {
     return xs2a_pusherror(L, "identity", "out of memory", "other");
   }
   engine = e;
-  engine_pid = getpid();
-  engine_gen++;
   return 0;
 }
 
@@ -334,43 +310,30 @@ static int refuse_uri(lua_State *L, const char *uri) {
 }
 
 void xs2a_p11_free(xs2a_p11 *p) {
-  xs2a_p11 **u;
   if (p == NULL) return;
-  for (u = &engine_users; *u != NULL; u = &(*u)->next)
-    if (*u == p) { *u = p->next; break; }
   OPENSSL_free(p->key_uri);
   OPENSSL_free(p->token);
   OPENSSL_free(p->pin_env);
-  OPENSSL_free(p->module);
   OPENSSL_free(p);
-  if (engine_users == NULL) engine_release();     /* the last one: logs out, wipes libp11's PIN */
 }
 
-/* Opens key_uri (and cert_uri when not NULL) from a token for owner (whose
- * key field the caller sets from *key). The PIN comes from pin_fn (stack
- * index of a function, 0 = none), pin, or pin_env. On success sets *out,
- * *key (and *cert) and returns 0; else pushes nil, err, code and returns 3. */
-int xs2a_p11_open(lua_State *L, xs2a_identity *owner, const char *module, const char *key_uri,
-                  const char *cert_uri, int pin_fn, const char *pin, size_t pin_len,
-                  const char *pin_env, xs2a_p11 **out, EVP_PKEY **key, X509 **cert) {
+/* Opens key_uri (and cert_uri when not NULL) from a token. The PIN comes
+ * from pin_fn (stack index of a function, 0 = none), pin, or pin_env. On
+ * success sets *out, *key (and *cert) and returns 0; else pushes nil, err,
+ * code and returns 3. */
+int xs2a_p11_open(lua_State *L, const char *module, const char *key_uri, const char *cert_uri,
+                  int pin_fn, const char *pin, size_t pin_len, const char *pin_env,
+                  xs2a_p11 **out, EVP_PKEY **key, X509 **cert) {
   pinbox box = {NULL, 0, 0};
   xs2a_p11 *p;
   int n;
   *out = NULL;
   *key = NULL;
   if ((n = refuse_uri(L, key_uri)) != 0 || (cert_uri != NULL && (n = refuse_uri(L, cert_uri)) != 0)) return n;
-  if ((n = engine_get(L, module)) != 0) {
-    if (engine_users == NULL) engine_release();
-    return n;
-  }
+  if ((n = engine_get(L, module)) != 0) return n;
   if ((p = OPENSSL_zalloc(sizeof *p)) == NULL) return xs2a_pusherror(L, "identity", "out of memory", "other");
-  p->owner = owner;
   p->pid = getpid();
-  p->gen = engine_gen;
-  p->next = engine_users;
-  engine_users = p;
   if ((p->key_uri = OPENSSL_strdup(key_uri)) == NULL ||
-      (module != NULL && (p->module = OPENSSL_strdup(module)) == NULL) ||
       (pin_env != NULL && (p->pin_env = OPENSSL_strdup(pin_env)) == NULL)) {
     xs2a_p11_free(p);
     return xs2a_pusherror(L, "identity", "out of memory", "other");
@@ -397,12 +360,10 @@ int xs2a_p11_open(lua_State *L, xs2a_identity *owner, const char *module, const 
   return 0;
 }
 
-/* Loads the key again after the token or session was lost. When the key
- * came from the current engine instance, that instance is stale: it is
- * replaced (every identity of it drops its key, to load it again on next
- * use). The PIN is asked for again from its source; a PIN given as a plain
- * string was wiped after the first login, so it cannot be used again.
- * The caller has dropped its key. 0 ok (new *key), else nil, err, code -> 3. */
+/* Loads the key again after a signature failed (the token or its session
+ * may be gone), once, with the PIN asked for again from its source: a PIN
+ * given as a plain string was wiped after the first login. The caller has
+ * dropped its key. 0 ok (new *key), else nil, err, code -> 3. */
 int xs2a_p11_reopen(lua_State *L, xs2a_p11 *p, int pin_fn, EVP_PKEY **key) {
   pinbox box = {NULL, 0, 0};
   int n;
@@ -411,9 +372,7 @@ int xs2a_p11_reopen(lua_State *L, xs2a_p11 *p, int pin_fn, EVP_PKEY **key) {
     return xs2a_pusherror(L, "identity", "the PIN was given as a string, which was wiped after login: "
                           "use pin_env or a pin callback to allow a re-login", "io");
   if ((n = pin_fetch(L, pin_fn, NULL, 0, p->pin_env, &box)) != 0) return n;
-  if (engine != NULL && p->gen == engine_gen) engine_reset();
-  n = engine_get(L, p->module);
-  if (n == 0 && (n = load_key(L, p->key_uri, &box, key)) == 0) p->gen = engine_gen;
+  n = load_key(L, p->key_uri, &box, key);
   pinbox_wipe(&box);
   return n;
 }

@@ -187,10 +187,122 @@ local function mac_overrides(m, overrides)
   return o
 end
 
+------------------------------------------------------------------------------
+-- option checks: every option, at construction, `nil, err` naming it
+
+local function is_num(v, min_, integer)
+  return type(v) == "number" and v == v and v >= min_ and v < math.huge
+    and (not integer or v == math.floor(v))
+end
+
+local function check_url(v)
+  if type(v) ~= "string" then return "must be an absolute URL string" end
+  local ok, why = headers_mod.ok("TPP-Redirect-URI", v)
+  if not ok then return why end
+  if not url.parse(v) then return "must be an absolute http(s) URL" end
+end
+
+-- a table whose keys are all in `fields` (name -> checker returning a reason or nil)
+local function check_fields(t, fields)
+  if type(t) ~= "table" then return "", "must be a table" end
+  for k, v in pairs(t) do
+    local check = fields[k]
+    if not check then return "." .. tostring(k), "is not a known field" end
+    local why = check(v)
+    if why then return "." .. tostring(k), why end
+  end
+end
+
+local function positive(v) if not is_num(v, 0) or v == 0 then return "must be a positive number" end end
+local function non_negative(v) if not is_num(v, 0) then return "must be a number >= 0" end end
+local function count(v) if not is_num(v, 1, true) then return "must be an integer >= 1" end end
+
+local RETRY_FIELDS = { max_attempts = count, base_delay = non_negative, max_delay = non_negative,
+  max_retry_after = non_negative }
+local TIMEOUT_FIELDS = { connect = positive, total = positive }
+local LIMIT_FIELDS = {
+  per_second = positive, per_hour = positive, concurrent = count, max_wait = non_negative, margin = non_negative,
+  headroom = function(v) if not is_num(v, 0) or v == 0 or v > 1 then return "must be in (0, 1]" end end,
+}
+
+local function kind_of(t) return function(v) if type(v) ~= t then return "must be a " .. t end end end
+local function identity_like(v)
+  if not (identity.is_identity(v) or type(v) == "table") then
+    return "must be an identity or a table of identity options"
+  end
+end
+
+local OPTIONS = {
+  profile = function(v) if type(v) ~= "string" and type(v) ~= "table" then return "must be a name or a table" end end,
+  profile_overrides = kind_of("table"),
+  base_url = kind_of("string"),
+  allow_http = kind_of("boolean"),
+  qwac = identity_like,
+  qseal = identity_like,
+  services = function(v)
+    if type(v) ~= "table" then return "must be a list" end
+    for k, x in pairs(v) do
+      if type(k) ~= "number" or not ROLE_OF[x] then return "must list AIS, PIS or PIIS (got " .. tostring(x) .. ")" end
+    end
+  end,
+  redirect_uri = check_url,
+  nok_redirect_uri = check_url,
+  client_id = function(v) if type(v) ~= "string" or v == "" then return "must be a non-empty string" end end,
+  ca_file = kind_of("string"),
+  response_cert = kind_of("string"),
+  response_org_id = function(v) if type(v) ~= "string" or v == "" then return "must be a non-empty string" end end,
+  store = function(v) local ok, why = store_mod.check(v) if not ok then return why end end,
+  log = kind_of("function"),
+  transport = function(v)
+    if (type(v) ~= "table" and type(v) ~= "userdata") or type(v.request) ~= "function" then
+      return "must have a request method"
+    end
+  end,
+  limits = function(v)
+    if v == false then return end
+    local field, why = check_fields(v, LIMIT_FIELDS)
+    if why then return why, field end
+  end,
+  retry = function(v)
+    local field, why = check_fields(v, RETRY_FIELDS)
+    if why then return why, field end
+  end,
+  timeouts = function(v)
+    local field, why = check_fields(v, TIMEOUT_FIELDS)
+    if why then return why, field end
+  end,
+  max_body = count,
+  mac = kind_of("table"),
+  oauth = function(v)
+    local _, why = oauth_settings(v)
+    if why then
+      local field, rest = why:match("^oauth(%S*) (.*)$")
+      return rest or why, field
+    end
+  end,
+}
+
+-- nil, or a config error naming the first bad option
+local function check_options(opts)
+  local names = {}
+  for k in pairs(opts) do names[#names + 1] = tostring(k) end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    local check = OPTIONS[k]
+    if not check then return errors.config("unknown option " .. k, "OPTION_INVALID") end
+    local why, field = check(opts[k])
+    if why then
+      return errors.config("option " .. k .. (field or "") .. " " .. why, "OPTION_INVALID")
+    end
+  end
+end
+
 --- Creates a client. See the module description for `opts`.
 -- @return client, or nil and an error of kind "config"
 function _M.new(opts)
   if type(opts) ~= "table" then error("xs2a.client: options must be a table", 2) end
+  local cerr = check_options(opts)
+  if cerr then return nil, cerr end
   local overrides = opts.profile_overrides
   if opts.mac ~= nil then
     local merr
@@ -270,12 +382,26 @@ function _M.new(opts)
     signer = s
   end
 
-  local response_cert
+  -- signed responses (Georgia): trusted only when signed by the bank. The
+  -- anchor is never guessed from ca_file (the TPP's own QSealC chains to the
+  -- same CA), and the signer is pinned to the bank's organizationIdentifier:
+  -- `response_org_id`, or the one in `response_cert` when that is the bank's
+  -- own certificate (not a self-signed CA). Fail closed: no pin, no client.
+  local response_cert, response_org_id
   if prof.verify_responses ~= "off" then
-    response_cert = read_file_or_data(opts.response_cert or opts.ca_file)
+    response_cert = read_file_or_data(opts.response_cert)
     if not response_cert then
       return config_error("profile " .. prof.name .. " verifies signed responses: give response_cert "
-        .. "(the bank's seal certificate or its CA) or ca_file, or set profile_overrides.verify_responses = \"off\"")
+        .. "(the bank's seal certificate, or its CA with response_org_id), or set "
+        .. "profile_overrides.verify_responses = \"off\"", "RESPONSE_CERT_MISSING")
+    end
+    local rinfo = identity.cert_info(response_cert)
+    if not rinfo then return config_error("response_cert is not a certificate", "CERTIFICATE_INVALID") end
+    response_org_id = opts.response_org_id
+    if response_org_id == nil and rinfo.subject ~= rinfo.issuer then response_org_id = rinfo.organization_identifier end
+    if type(response_org_id) ~= "string" or response_org_id == "" then
+      return config_error("response_cert is a CA: give response_org_id (the bank's organizationIdentifier) to pin "
+        .. "the signer of responses", "RESPONSE_CERT_MISSING")
     end
   end
 
@@ -293,8 +419,10 @@ function _M.new(opts)
       max_body = opts.max_body or 8 * 1024 * 1024,
     }
     if not transport then return config_error("transport: " .. tostring(terr), "TRANSPORT_INVALID") end
-  elseif type(transport) ~= "table" or type(transport.request) ~= "function" then
-    return config_error("transport must have a request method")
+  elseif transport.kind == "curl" and transport_mod.in_nginx() then
+    -- it would block the worker: 20 calls took 60 s of everybody's time
+    return config_error("transport: the curl transport cannot be used inside nginx (it blocks the worker); "
+      .. "use the ngx transport (the default there)", "TRANSPORT_INVALID")
   end
 
   if opts.redirect_uri ~= nil then
@@ -310,7 +438,6 @@ function _M.new(opts)
   for k, v in pairs(opts.retry or {}) do retry[k] = v end
 
   local self = setmetatable({
-    opts = opts,
     profile = prof,
     base_url = u.origin,
     origin = u.origin,
@@ -329,6 +456,7 @@ function _M.new(opts)
     transport = transport,
     signer = signer,
     response_cert = response_cert,
+    response_org_id = response_org_id,
     verify_mode = prof.verify_responses,   -- "if_present" | "required" | "off"
     retry = retry,
     _logger = opts.log,
@@ -362,7 +490,8 @@ end
 -- @param level "debug"|"info"|"warn"|"error"
 -- @param event e.g. "request", "response", "retry", "error"
 -- @param fields table (headers, body, url... are redacted here)
-function Client:log(level, event, fields)
+-- @param secrets optional list of secret values to scrub wherever they appear
+function Client:log(level, event, fields, secrets)
   local logger = self._logger
   if not logger then return end
   local ok, safe = pcall(function()
@@ -378,7 +507,9 @@ function Client:log(level, event, fields)
         out[k] = v
       end
     end
-    return redact.body(out)
+    local signer = self.signer
+    return redact.scrub_table(redact.body(out), secrets,
+      signer and signer.scrub and function(s) return signer:scrub(s) end or nil)
   end)
   if not ok then safe = { note = "log fields could not be redacted" } end
   -- headers were redacted above; redact.body must not have touched them

@@ -120,7 +120,7 @@ function _M.new(kind, fields)
   e.message = e.text
   e.path = e.path and redact.mask_text(e.path)
   e.messages = e.messages or {}
-  if e.retryable == nil then e.retryable = false end
+  if e.retryable == nil or e.outcome == "unknown" then e.retryable = false end
   return setmetatable(e, Error)
 end
 
@@ -158,9 +158,6 @@ end
 local RETRYABLE_STATUS = { [408] = true, [429] = true, [502] = true, [503] = true, [504] = true }
 _M.RETRYABLE_STATUS = RETRYABLE_STATUS
 
--- Codes of transport failures after which the request never left.
-local NOT_SENT = { resolve = true, connect = true, tls = true, client_cert = true, bad_request = true }
-_M.NOT_SENT = NOT_SENT
 -- Transport failures worth another attempt.
 local TRANSPORT_RETRYABLE = { timeout = true, connect = true, resolve = true, send = true, recv = true,
   closed = true, protocol = true, other = true }
@@ -265,15 +262,19 @@ function _M.from_transport(terr, ctx)
   ctx = ctx or {}
   if type(terr) ~= "table" then terr = { code = "other", message = tostring(terr) } end
   local code = terr.code or "other"
-  local sent = terr.sent
-  if sent == nil then sent = not NOT_SENT[code] end
+  -- whether the request left is the transport's fact; when it does not say,
+  -- the request may have reached the bank
+  local sent = terr.sent ~= false
+  local unknown = sent and not ctx.idempotent
   return _M.new("transport", {
     code = code,
     text = terr.message or code,
     sent = sent,
     request_id = ctx.request_id,
-    retryable = TRANSPORT_RETRYABLE[code] or false,
-    outcome = (sent and not ctx.idempotent) and "unknown" or nil,
+    -- a request that may have acted at the bank and is not safe to repeat is
+    -- never retryable: outcome "unknown", the caller must ask the bank first
+    retryable = (TRANSPORT_RETRYABLE[code] and not unknown) or false,
+    outcome = unknown and "unknown" or nil,
     method = ctx.method, path = ctx.path,
   })
 end

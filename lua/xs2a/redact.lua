@@ -144,4 +144,79 @@ function _M.body(body)
   return mask_text(body)
 end
 
+------------------------------------------------------------------------------
+-- Secret values: what a request carried (token, codes, verifiers, passwords)
+-- is scrubbed wherever the bank might echo it, whatever the field name.
+
+local MIN_SECRET = 4 -- shorter values would scrub ordinary text
+
+-- adds the secret values of a decoded body (or a form table) to `out`
+local function collect(v, key, out, depth, in_oauth)
+  if depth > 20 then return end
+  local tv = type(v)
+  if tv == "string" then
+    if key and (SECRET_KEYS[key] or (key == "code" and in_oauth)) and #v >= MIN_SECRET then out[#out + 1] = v end
+  elseif tv == "table" then
+    local oauth = in_oauth or v.grant_type ~= nil or v.code_verifier ~= nil
+    local whole = key and SECRET_KEYS[key]
+    for k, x in pairs(v) do
+      if whole and type(x) == "string" and #x >= MIN_SECRET then out[#out + 1] = x
+      else collect(x, k, out, depth + 1, oauth) end
+    end
+  end
+end
+
+--- Adds the secret values found in `body` (a table: JSON body or form) to
+-- the list `out` (created when nil) and returns it.
+function _M.collect_secrets(body, out)
+  local list = out or {}
+  collect(body, nil, list, 0, false)
+  if list[1] == nil then return out end
+  return list
+end
+
+--- Adds one secret value to the list `out` (created when nil).
+function _M.add_secret(out, v)
+  out = out or {}
+  if type(v) == "string" and #v >= MIN_SECRET then out[#out + 1] = v end
+  return out
+end
+
+--- `s` with every occurrence of a value of `secrets` replaced.
+function _M.scrub(s, secrets)
+  if type(s) ~= "string" or not secrets then return s end
+  for i = 1, #secrets do
+    local v = secrets[i]
+    local a, b = str_find(s, v, 1, true)
+    while a do
+      s = str_sub(s, 1, a - 1) .. REDACTED .. str_sub(s, b + 1)
+      a, b = str_find(s, v, a + #REDACTED, true)
+    end
+  end
+  return s
+end
+local scrub = _M.scrub
+
+local function scrub_in(t, secrets, fn, depth)
+  for k, v in pairs(t) do
+    if type(v) == "string" then
+      if secrets then v = scrub(v, secrets) end
+      if fn then v = fn(v) end
+      t[k] = v
+    elseif type(v) == "table" and depth < 20 then
+      scrub_in(v, secrets, fn, depth + 1)
+    end
+  end
+  return t
+end
+
+--- Scrubs every string inside `t` (keys kept) in place: the values of the
+-- list `secrets`, and whatever `fn(s) -> s` scrubs (a signer's own key).
+-- @return t
+function _M.scrub_table(t, secrets, fn)
+  if secrets and secrets[1] == nil then secrets = nil end
+  if (not secrets and not fn) or type(t) ~= "table" then return t end
+  return scrub_in(t, secrets, fn, 0)
+end
+
 return _M

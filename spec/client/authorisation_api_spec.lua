@@ -126,5 +126,11 @@ describe("authorisation API #network", function()
     local arg, aerr = auth:select_method(nil)
     assert.is_nil(arg)
     assert.equal("config", aerr.kind)
+    -- an id that is not a path segment of its own is never sent
+    for _, bad_id in ipairs({ "..", ".", "" }) do
+      local a, ierr = consent:authorisation(bad_id)
+      assert.is_nil(a)
+      assert.equal("config", ierr.kind)
+    end
   end)
 end)

@@ -6,19 +6,31 @@ describe("xs2a.json", function()
       assert.equal('{"a":[],"b":{}}', json.encode({ a = json.array(), b = {} }))
     end)
 
-    it("writes known Berlin Group array fields as [] even when empty and unmarked", function()
+    it("writes the fields a shape names as arrays as [] even when empty and unmarked", function()
+      local shape = { access = { accounts = "array", balances = "array" },
+        payments = { array = true, item = { monthsOfExecution = "array" } } }
       local s = assert(json.encode({
         access = { accounts = {}, balances = {}, transactions = {} },
-        payments = {},
-        remittanceInformationUnstructuredArray = {},
-        nested = { monthsOfExecution = {}, paymentIds = {}, consentIds = {} },
-      }))
-      assert.equal('{"access":{"accounts":[],"balances":[],"transactions":[]},"nested":{"consentIds":[],'
-        .. '"monthsOfExecution":[],"paymentIds":[]},"payments":[],"remittanceInformationUnstructuredArray":[]}', s)
+        payments = { { monthsOfExecution = {} } },
+        other = {},
+      }, shape))
+      assert.equal('{"access":{"accounts":[],"balances":[],"transactions":{}},"other":{},'
+        .. '"payments":[{"monthsOfExecution":[]}]}', s)
     end)
 
-    it("keeps transactions an object outside access", function()
-      assert.equal('{"transactions":{}}', json.encode({ transactions = {} }))
+    it("knows no field names of its own: without a shape an empty table is an object", function()
+      assert.equal('{"access":{"accounts":{}},"paymentIds":{}}', json.encode({ access = { accounts = {} },
+        paymentIds = {} }))
+    end)
+
+    it("the resource layer's shapes: consent access lists, payment arrays, bulk payments", function()
+      local consent = require "xs2a.api.consent"
+      local payment = require "xs2a.api.payment"
+      assert.equal('{"access":{"accounts":[],"balances":[],"transactions":[]}}',
+        json.encode({ access = { accounts = {}, balances = {}, transactions = {} } }, consent.SHAPE))
+      assert.equal('{"payments":[{"remittanceInformationUnstructuredArray":[]}]}',
+        json.encode({ payments = { { remittanceInformationUnstructuredArray = {} } } },
+          payment.SHAPES["bulk-payments"]))
     end)
 
     it("sorts object keys", function()
@@ -42,20 +54,32 @@ describe("xs2a.json", function()
   end)
 
   describe(".decode()", function()
-    it("round-trips empty arrays, empty objects and null", function()
-      local text = '{"a":[],"b":{},"c":[1,[ ],{"d":null}],"e":"[]"}'
+    it("marks arrays, keeps objects and null", function()
+      local text = '{"a":[2],"b":{},"c":[1,[3],{"d":null}],"e":"[]"}'
       local v = assert(json.decode(text))
       assert.is_true(json.is_array(v.a))
+      assert.is_true(json.is_array(v.c[2]))
       assert.is_false(json.is_array(v.b))
       assert.equal(json.null, v.c[3].d)
       assert.equal("[]", v.e)
-      assert.equal('{"a":[],"b":{},"c":[1,[],{"d":null}],"e":"[]"}', json.encode(v))
+      assert.equal('{"a":[2],"b":{},"c":[1,[3],{"d":null}],"e":"[]"}', json.encode(v))
     end)
 
-    it("does not take brackets inside strings for arrays", function()
-      local v = assert(json.decode('{"s":"x\\"[ ]\\\\","t":[]}'))
+    it("empty arrays: marked where cjson can (array_mt), else an empty table the shape re-encodes", function()
+      local v = assert(json.decode('{"t":[],"s":"x\\"[ ]\\\\"}'))
       assert.equal('x"[ ]\\', v.s)
-      assert.is_true(json.is_array(v.t))
+      assert.is_nil(next(v.t))
+      assert.equal(json.NATIVE_ARRAYS, json.is_array(v.t))
+      assert.equal('{"s":"x\\"[ ]\\\\","t":[]}', json.encode(v, { t = "array" }))
+    end)
+
+    it("decodes a big body: every nested array marked, integers kept", function()
+      local parts = {}
+      for i = 1, 2000 do parts[i] = '{"id":"' .. i .. '","a":[' .. i .. ']}' end
+      local v = assert(json.decode("[" .. table.concat(parts, ",") .. "]"))
+      assert.equal(2000, #v)
+      assert.is_true(json.is_array(v[2000].a))
+      assert.equal("2000", tostring(v[2000].a[1]))
     end)
 
     it("gives integers for integral numbers", function()

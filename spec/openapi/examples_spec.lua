@@ -77,10 +77,10 @@ local function authorisation_call(ex)
   local id_path = path:find("{authorisationId}", 1, true)
   if ex.method == "POST" then return function(c) return owner(c, path):start_authorisation(PSU) end end
   if ex.method == "GET" and not id_path then return function(c) return owner(c, path):authorisations() end end
-  if ex.method == "GET" then return function(c) return owner(c, path):authorisation("a1"):status() end end
+  if ex.method == "GET" then return function(c) return assert(owner(c, path):authorisation("a1")):status() end end
   for _, f in ipairs(UPDATE_FORMS) do
     if ex.name:find(f[1], 1, true) then
-      return function(c) return f[2](owner(c, path):authorisation("a1")) end
+      return function(c) return f[2](assert(owner(c, path):authorisation("a1"))) end
     end
   end
 end

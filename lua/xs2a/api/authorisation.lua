@@ -133,8 +133,14 @@ Authorisation.__tostring = function(a)
 end
 _M.Authorisation = Authorisation
 
+-- an Authorisation of `res`, or nil and a config error for an id that is
+-- not a path segment of its own ("." and "..": never sent)
 local function new_auth(res, id)
-  resource.need_string(id, "authorisation id")
+  if type(id) ~= "string" or id == "" then
+    return nil, errors.config("authorisation id must be a non-empty string", "BAD_ARGUMENT")
+  end
+  local ok, err = resource.check_id(id, "authorisation id")
+  if not ok then return nil, err end
   return setmetatable({ resource = res, client = res.client, id = id,
     path = res.authorisations_path .. "/" .. url.escape(id) }, Authorisation)
 end
@@ -172,6 +178,7 @@ function _M.list(res)
 end
 
 --- An `Authorisation` of `res` for a known id (no request).
+-- @return Authorisation | nil, err (kind `config`: an empty id, `.` or `..`)
 function _M.get(res, id)
   return new_auth(res, id)
 end
@@ -204,7 +211,11 @@ function _M.start(res, opts)
     return nil, errors.protocol(res.kind .. ":start_authorisation: no authorisationId in the response",
       { status = r.status, request_id = r.request_id }, "BAD_RESPONSE")
   end
-  local a = new_auth(res, out.authorisation_id)
+  local a, aerr = new_auth(res, out.authorisation_id)
+  if not a then
+    return nil, errors.protocol(res.kind .. ":start_authorisation: unusable authorisationId", { status = r.status,
+      request_id = r.request_id, cause = aerr }, "BAD_RESPONSE")
+  end
   a.last_status = out.sca_status
   return a, out
 end

@@ -21,6 +21,9 @@ local BASKET_SUCCESS = tables.set({ "ACTC", "ACSC" })
 
 local DESC = { what = "basket", status_field = "transactionStatus", deleted = "CANC" }
 
+-- the array fields of a basket body
+local SHAPE = { paymentIds = "array", consentIds = "array" }
+
 local Basket = {}
 Basket.__index = Basket
 Basket.__name = "xs2a.Basket"
@@ -67,11 +70,11 @@ function _M.create(client, body, opts)
     return nil, errors.config("create_signing_basket: the PSU's IP address (psu_ip) is mandatory",
       "PSU_IP_REQUIRED")
   end
-  local res, err = request(client, { method = "POST", path = "/v1/signing-baskets", body = body, service = "PIS",
-    psu = psu, headers = tpp_headers(opts), redirect = true, idempotent = false })
+  local res, err = request(client, { method = "POST", path = "/v1/signing-baskets", body = body, shape = SHAPE,
+    service = "PIS", psu = psu, headers = tpp_headers(opts), redirect = true, idempotent = false })
   if not res then return nil, err end
   local b = res.json
-  if type(b) ~= "table" or type(b.basketId) ~= "string" or b.basketId == "" then
+  if type(b) ~= "table" or type(b.basketId) ~= "string" or b.basketId == "" or not resource.id_ok(b.basketId) then
     return nil, errors.protocol("create_signing_basket: no basketId in the " .. res.status .. " response",
       { status = res.status, request_id = res.request_id, outcome = "unknown" }, "BAD_RESPONSE")
   end
@@ -116,6 +119,8 @@ function _M.new(client, id, opts)
   local ok, berr = need_baskets(client)
   if not ok then return nil, berr end
   need_string(id, "basket id")
+  local idok, iderr = resource.check_id(id, "basket id")
+  if not idok then return nil, iderr end
   opts = opts or {}
   return new_basket(client, id, { psu = psu_from(opts), links = opts.links, status = opts.status })
 end

@@ -46,6 +46,11 @@ _M.FINAL, _M.SUCCESS = CONSENT_FINAL, CONSENT_SUCCESS
 
 local DESC = { what = "consent", status_field = "consentStatus", deleted = "terminatedByTpp" }
 
+-- the array fields of a consent body (so that an empty `{}` is sent as `[]`)
+local ACCESS_SHAPE = { accounts = "array", balances = "array", transactions = "array", restrictedTo = "array",
+  additionalInformation = { ownerName = "array", trustedBeneficiaries = "array" } }
+_M.SHAPE = { access = ACCESS_SHAPE }
+
 local Consent = {}
 Consent.__index = Consent
 Consent.__name = "xs2a.Consent"
@@ -118,13 +123,13 @@ function _M.create(client, body, opts)
   end
   local headers = tpp_headers(opts)
   local res, err = request(client, {
-    method = "POST", path = "/v1/consents", body = body, service = "AIS", psu = psu,
+    method = "POST", path = "/v1/consents", body = body, shape = _M.SHAPE, service = "AIS", psu = psu,
     headers = headers, redirect = true, idempotent = false,
   })
   if not res then return nil, err end
   local b, berr = body_table(res, "create_consent")
   if not b then return nil, berr end
-  if type(b.consentId) ~= "string" or b.consentId == "" then
+  if type(b.consentId) ~= "string" or b.consentId == "" or not resource.id_ok(b.consentId) then
     return nil, errors.protocol("create_consent: no consentId in the response", { status = res.status,
       request_id = res.request_id, outcome = "unknown" }, "BAD_RESPONSE")
   end
@@ -142,6 +147,8 @@ end
 --- A consent object for a known id (no request is made).
 function _M.new(client, id, opts)
   need_string(id, "consent id")
+  local idok, iderr = resource.check_id(id, "consent id")
+  if not idok then return nil, iderr end
   opts = opts or {}
   return new_consent(client, id, { psu = psu_from(opts), links = opts.links, status = opts.status })
 end

@@ -34,12 +34,13 @@ function _M.resource_from_ref(client, ref)
   if type(ref) ~= "table" or type(ref.id) ~= "string" then
     return nil, errors.config("not a resource reference", "REF_INVALID")
   end
+  if ref.id == "." or ref.id == ".." then return nil, errors.config("bad resource reference: id", "REF_INVALID") end
   local ok, r = pcall(function()
     if ref.kind == "consent" then
       return consent.from_fields(client, ref.id, { psu = ref.psu, links = ref.links, status = ref.status })
     elseif ref.kind == "payment" or ref.kind == "cancellation" then
-      local p = payment.new(client, ref.payment_service, ref.product, ref.id, { psu = ref.psu, links = ref.links,
-        status = ref.status, deferred = ref.deferred })
+      local p = assert(payment.new(client, ref.payment_service, ref.product, ref.id, { psu = ref.psu,
+        links = ref.links, status = ref.status, deferred = ref.deferred }))
       p.psu = ref.psu
       if ref.kind == "cancellation" then return payment.new_cancellation(p, ref.cancel_links) end
       return p

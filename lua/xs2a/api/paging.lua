@@ -5,13 +5,29 @@
 local errors = require "xs2a.errors"
 local json = require "xs2a.codec.json"
 local resource = require "xs2a.api.resource"
+local exchange = require "xs2a.pipeline.exchange"
+local url = require "xs2a.net.url"
 
-local type, ipairs = type, ipairs
+local type, ipairs, str_sub = type, ipairs, string.sub
 local body_list = resource.body_list
 
 local _M = {}
 
 local BOOKING = { "booked", "pending", "information" }
+
+-- A next link is followed only within the same list (same account, same
+-- list): its path must be the first page's path; its query may differ.
+local function same_list(client, href, path)
+  local full, err = exchange.resolve(client, href)
+  if not full then return nil, err end
+  local u = url.parse(full)
+  local p = u and u.path
+  if p and str_sub(p, 1, #client.root) == client.root then p = str_sub(p, #client.root + 1) end
+  if p ~= path then
+    return nil, errors.protocol("refusing a next link outside this transaction list", nil, "FOREIGN_PAGE_LINK")
+  end
+  return full
+end
 
 -- Iterator over a paged transaction list. `container` is the body key
 -- ("transactions" or "cardTransactions").
@@ -32,7 +48,9 @@ function _M.iterate(self, path, query, opts, container)
         return nil, errors.protocol("pagination loops back to a page already read", nil, "PAGINATION_LOOP")
       end
       seen[next_href] = true
-      res, err = self:_get(nil, nil, opts, { url = next_href, path = false, follow = true })
+      local full, lerr = same_list(self.client, next_href, path)
+      if not full then return nil, lerr end
+      res, err = self:_get(nil, nil, opts, { url = full, path = false, follow = true })
     end
     if not res then
       if type(err) == "table" and err.code == "ACCESS_EXCEEDED" then

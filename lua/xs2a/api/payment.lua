@@ -31,6 +31,16 @@ _M.FINAL, _M.SUCCESS = PAYMENT_FINAL, PAYMENT_SUCCESS
 
 local DESC = { what = "payment", status_field = "transactionStatus" }
 
+-- the array fields of payment bodies (so that an empty `{}` is sent as `[]`)
+local PAYMENT_SHAPE = { remittanceInformationUnstructuredArray = "array",
+  remittanceInformationStructuredArray = "array", monthsOfExecution = "array" }
+local SHAPES = {
+  payments = PAYMENT_SHAPE,
+  ["periodic-payments"] = PAYMENT_SHAPE,
+  ["bulk-payments"] = { payments = { array = true, item = PAYMENT_SHAPE } },
+}
+_M.SHAPES = SHAPES
+
 local Payment = {}
 Payment.__index = Payment
 Payment.__name = "xs2a.Payment"
@@ -104,12 +114,13 @@ function _M.initiate(client, product, body, opts)
   end
   local headers = tpp_headers(opts)
   local res, err = request(client, {
-    method = "POST", path = url.path("v1", service, product), body = body, service = "PIS", psu = psu,
+    method = "POST", path = url.path("v1", service, product), body = body, shape = SHAPES[service], service = "PIS",
+    psu = psu,
     consent_id = opts.consent_id, headers = headers, redirect = true, idempotent = false,
   })
   if not res then return nil, err end
   local b = res.json
-  if type(b) ~= "table" or type(b.paymentId) ~= "string" or b.paymentId == "" then
+  if type(b) ~= "table" or type(b.paymentId) ~= "string" or b.paymentId == "" or not resource.id_ok(b.paymentId) then
     return nil, errors.protocol("initiate_payment: no paymentId in the " .. res.status .. " response",
       { status = res.status, request_id = res.request_id, outcome = "unknown" }, "BAD_RESPONSE")
   end
@@ -124,6 +135,8 @@ function _M.new(client, service, product, id, opts)
   if not PAYMENT_SERVICES[service] then error("payment: unknown payment service " .. tostring(service), 2) end
   need_string(product, "payment product")
   need_string(id, "payment id")
+  local idok, iderr = resource.check_id(id, "payment id")
+  if not idok then return nil, iderr end
   opts = opts or {}
   return new_payment(client, service, product, id, { psu = psu_from(opts), links = opts.links,
     status = opts.status, deferred = opts.deferred or service == "periodic-payments" })

@@ -112,6 +112,20 @@ function _M.need_string(v, what)
   end
 end
 
+--- True unless `id` is a dot segment (`.` or `..`): such an id would name
+-- another resource once a server or proxy normalises the path.
+function _M.id_ok(id)
+  return id ~= "." and id ~= ".."
+end
+
+--- Checks an id given by the caller: nil, err (kind config) for a dot segment.
+function _M.check_id(id, what)
+  if not _M.id_ok(id) then
+    return nil, errors.config(what .. " must not be . or ..", "ID_INVALID")
+  end
+  return true
+end
+
 --- Starts the SCA flow of a resource.
 function _M.start_flow(client, resource, opts)
   return flow.start(client, resource, opts)

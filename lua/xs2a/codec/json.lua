@@ -1,47 +1,63 @@
---- JSON for lua-xs2a.
+--- The JSON codec of lua-xs2a.
 --
--- Encoding is our own (pure Lua) because Debian's lua-cjson 2.1.0 cannot
--- write an empty array: a bank rejects `"accounts": {}` where the schema says
--- array. Decoding uses cjson and then marks arrays so that a decoded body
--- re-encodes the same way.
+-- Decoding uses cjson. Where cjson can mark arrays (`array_mt` and
+-- `decode_array_with_array_mt`: the lua-cjson of LuaRocks and OpenResty's
+-- cjson) that is detected at load and used, so decoded arrays, empty ones
+-- included, carry the array metatable with no extra pass. Debian's lua-cjson
+-- 2.1.0 cannot: there a decoded non-empty array is marked by one walk over
+-- the decoded value (no pass over the text), and an empty `[]` decodes as an
+-- empty table like `{}`: which fields are arrays is the resource layer's
+-- knowledge (its shapes, below), not the codec's.
 --
--- Rules of `encode`:
+-- Encoding is our own (pure Lua), because Debian's lua-cjson 2.1.0 cannot
+-- write an empty array and sorts no keys. Rules of `encode(v, shape)`:
 --
 -- * a table marked with `json.array(t)` is an array (empty or not);
 -- * an unmarked table whose keys are exactly 1..n (n >= 1) is an array;
--- * an unmarked empty table is an object `{}`, except under the Berlin Group
---   field names known to be arrays in request bodies (see `ARRAY_FIELDS`):
---   `access.accounts`, `access.balances`, `access.transactions`, top-level
---   `payments` (bulk), `remittanceInformationUnstructuredArray`,
---   `monthsOfExecution`, `paymentIds`, `consentIds`... which encode as `[]`;
--- * object keys are written in sorted order (stable output for signatures
---   and tests);
+-- * an unmarked empty table is an object `{}`, unless `shape` says the
+--   field is an array: `shape` mirrors the body, `shape.field = "array"`
+--   (an array of anything), `{ array = true, item = <shape> }` (an array
+--   whose items have a shape) or a nested table (an object's fields);
+-- * object keys are written in sorted order (stable output);
 -- * `json.null` writes `null`;
 -- * NaN, infinities, functions, threads, userdata, cycles, sparse or mixed
 --   tables give `nil, err` (never a raised error).
 --
--- `decode(text)` returns the value or `nil, err`. JSON `null` becomes
--- `json.null`, arrays carry the array metatable (`json.is_array(t)`), also
--- empty ones, and integral numbers are Lua integers on Lua 5.3+.
+-- `decode(text)` returns the value or `nil, err`; JSON `null` is `json.null`
+-- and integral numbers are Lua integers on Lua 5.3+.
 -- @module xs2a.codec.json
 local cjson = require "cjson"
 
 local type, pairs, next, rawget, rawlen = type, pairs, next, rawget, rawlen or function(t) return #t end
-local setmetatable, getmetatable = setmetatable, getmetatable
+local setmetatable, getmetatable, pcall, tostring, ipairs = setmetatable, getmetatable, pcall, tostring, ipairs
 local str_format, str_byte, str_find = string.format, string.byte, string.find
-local str_sub, str_gsub = string.sub, string.gsub
+local str_gsub = string.gsub
 local tbl_concat, tbl_sort = table.concat, table.sort
 local math_floor, math_huge = math.floor, math.huge
 local tointeger = math.tointeger
 
-local _M = { _VERSION = "0.1" }
+local _M = { _VERSION = "0.2" }
 
 --- The JSON null value (the same value cjson uses).
 _M.null = cjson.null
 
---- Metatable of tables that are JSON arrays.
-_M.array_mt = { __name = "xs2a.json.array" }
+-- cjson that marks arrays itself (detected once)
+local NATIVE = type(cjson.decode_array_with_array_mt) == "function" and type(cjson.array_mt) == "table"
+  and type(cjson.new) == "function"
+local decoder = cjson
+if NATIVE then
+  decoder = cjson.new()
+  decoder.decode_array_with_array_mt(true)
+end
+--- True when cjson marks decoded arrays (empty ones included).
+_M.NATIVE_ARRAYS = NATIVE
+
+--- Metatable of tables that are JSON arrays (cjson's own where it has one).
+_M.array_mt = NATIVE and cjson.array_mt or { __name = "xs2a.json.array" }
 local array_mt = _M.array_mt
+
+-- Lua 5.3+ with a cjson that gives floats for integral numbers
+local FLOATS = tointeger ~= nil and math.type(cjson.decode("[1]")[1]) == "float"
 
 --- Marks `t` (default: a new table) as a JSON array and returns it.
 function _M.array(t)
@@ -52,25 +68,6 @@ end
 function _M.is_array(t)
   return type(t) == "table" and getmetatable(t) == array_mt
 end
-
--- Field names that are arrays in request bodies, whatever their parent.
-local ARRAY_ANYWHERE = {
-  remittanceInformationUnstructuredArray = true,
-  remittanceInformationStructuredArray = true,
-  monthsOfExecution = true,
-  paymentIds = true,
-  consentIds = true,
-  restrictedTo = true,
-  additionalErrors = true,
-  tppMessages = true,
-}
--- Arrays only inside `access` (in a transaction list response `transactions`
--- is an object, and `balances` elsewhere may be either).
-local ARRAY_IN_ACCESS = { accounts = true, balances = true, transactions = true, restrictedTo = true }
--- Arrays at the top level of a body (`payments` of a bulk payment).
-local ARRAY_AT_TOP = { payments = true }
-
-_M.ARRAY_FIELDS = { anywhere = ARRAY_ANYWHERE, access = ARRAY_IN_ACCESS, top = ARRAY_AT_TOP }
 
 local escapes = {
   ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
@@ -129,7 +126,7 @@ local function classify(t, want_array)
   return "array", n
 end
 
-encode_value = function(v, buf, seen, key, parent_key, depth)
+encode_value = function(v, buf, seen, shape, depth)
   local tv = type(v)
   if tv == "string" then
     buf[#buf + 1] = encode_string(v)
@@ -143,15 +140,14 @@ encode_value = function(v, buf, seen, key, parent_key, depth)
     if seen[v] then error("cannot encode a cycle", 0) end
     if depth > 200 then error("nesting too deep", 0) end
     seen[v] = true
-    local want_array = key ~= nil and (ARRAY_ANYWHERE[key]
-      or (parent_key == "access" and ARRAY_IN_ACCESS[key])
-      or (depth == 1 and ARRAY_AT_TOP[key]))
+    local want_array = shape == "array" or (type(shape) == "table" and shape.array == true)
     local kind, n = classify(v, want_array)
     if kind == "array" then
       buf[#buf + 1] = "["
+      local item = type(shape) == "table" and shape.item or nil
       for i = 1, n do
         if i > 1 then buf[#buf + 1] = "," end
-        encode_value(rawget(v, i), buf, seen, nil, key, depth + 1)
+        encode_value(rawget(v, i), buf, seen, item, depth + 1)
       end
       buf[#buf + 1] = "]"
     else
@@ -163,7 +159,7 @@ encode_value = function(v, buf, seen, key, parent_key, depth)
         if i > 1 then buf[#buf + 1] = "," end
         buf[#buf + 1] = encode_string(k)
         buf[#buf + 1] = ":"
-        encode_value(v[k], buf, seen, k, key, depth + 1)
+        encode_value(v[k], buf, seen, type(shape) == "table" and shape[k] or nil, depth + 1)
       end
       buf[#buf + 1] = "}"
     end
@@ -177,79 +173,40 @@ end
 
 --- Encodes a Lua value as JSON.
 -- @param v value
+-- @param[opt] shape which (possibly empty) fields are arrays (see above)
 -- @return string, or nil and an error message
-function _M.encode(v)
+function _M.encode(v, shape)
   local buf = {}
-  local ok, err = pcall(encode_value, v, buf, {}, nil, nil, 0)
+  local ok, err = pcall(encode_value, v, buf, {}, shape, 0)
   if not ok then
     return nil, "json.encode: " .. tostring(err)
   end
   return tbl_concat(buf)
 end
 
--- A string cjson cannot produce from a real body (starts with NUL).
-local EMPTY = "\0xs2a:empty-array"
-local EMPTY_JSON = '"\\u0000xs2a:empty-array"'
-
--- Replaces every `[ ]` outside strings by `["<EMPTY>"]` so that the decoded
--- tables can be told apart from empty objects.
-local function mark_empty_arrays(text)
-  if not str_find(text, "%[%s*%]") then return text end
-  local out, pos, last = {}, 1, 1
-  while true do
-    local s = str_find(text, '["%[]', pos)
-    if not s then break end
-    if str_sub(text, s, s) == '"' then
-      -- skip the string, honouring backslash escapes
-      local i = s + 1
-      while true do
-        local q = str_find(text, '["\\]', i)
-        if not q then return text end -- unterminated: let cjson report it
-        if str_sub(text, q, q) == "\\" then
-          i = q + 2
-        else
-          pos = q + 1
-          break
-        end
-      end
-    else
-      local _, e = str_find(text, "^%[%s*%]", s)
-      if e then
-        out[#out + 1] = str_sub(text, last, s)
-        out[#out + 1] = EMPTY_JSON
-        last = e
-        pos = e + 1
-      else
-        pos = s + 1
-      end
-    end
-  end
-  out[#out + 1] = str_sub(text, last)
-  return tbl_concat(out)
-end
-
-local function walk(v)
+-- one walk over a decoded value: marks non-empty arrays (when cjson does
+-- not) and turns integral floats into integers (Lua 5.3+)
+local function walk(v, mark)
   if type(v) == "table" then
-    local first = rawget(v, 1)
-    if first ~= nil then
-      if first == EMPTY and rawget(v, 2) == nil then
-        v[1] = nil
-      else
-        for i = 1, rawlen(v) do v[i] = walk(v[i]) end
-      end
-      return setmetatable(v, array_mt)
-    end
+    local arr = mark and rawget(v, 1) ~= nil
     for k, x in pairs(v) do
-      if type(x) == "table" or (tointeger and type(x) == "number") then
-        v[k] = walk(x)
+      local tx = type(x)
+      if tx == "table" then
+        walk(x, mark)
+      elseif tx == "number" and FLOATS then
+        v[k] = tointeger(x) or x
       end
     end
+    if arr then setmetatable(v, array_mt) end
     return v
-  elseif tointeger and type(v) == "number" then
+  elseif FLOATS and type(v) == "number" then
     return tointeger(v) or v
   end
   return v
 end
+
+local MARK = not NATIVE
+local WALK = MARK or FLOATS
 
 --- Decodes JSON text.
 -- @param text string
@@ -258,11 +215,12 @@ function _M.decode(text)
   if type(text) ~= "string" then
     return nil, "json.decode: expected a string, got " .. type(text)
   end
-  local ok, v = pcall(cjson.decode, mark_empty_arrays(text))
+  local ok, v = pcall(decoder.decode, text)
   if not ok then
     return nil, "json.decode: " .. tostring(v)
   end
-  return walk(v)
+  if WALK then return walk(v, MARK) end
+  return v
 end
 
 return _M

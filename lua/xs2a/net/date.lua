@@ -48,7 +48,15 @@ end
 
 --- Formats epoch seconds (default: now) as an IMF-fixdate
 -- (`Sun, 06 Nov 1994 08:49:37 GMT`), locale independent.
+local last_sec, last_http          -- the current second's text, made once
 function _M.http(t)
+  if t == nil then
+    local sec = os.time()
+    if sec ~= last_sec then
+      last_http, last_sec = _M.http(sec), sec
+    end
+    return last_http
+  end
   local u = os_date("!*t", t)
   return str_format("%s, %02d %s %04d %02d:%02d:%02d GMT", DAYS[u.wday], u.day, MONTHS[u.month], u.year,
     u.hour, u.min, u.sec)

@@ -17,6 +17,7 @@
 local url = require "xs2a.net.url"
 local json = require "xs2a.codec.json"
 local errors = require "xs2a.errors"
+local redact = require "xs2a.redact"
 
 local type, tostring, next, error = type, tostring, next, error
 local str_find, str_sub, str_match = string.find, string.sub, string.match
@@ -66,13 +67,21 @@ function _M.new(ctx, req, level)
     error("request needs path or url", level)
   end
 
+  -- never a path other than the resource's own: a `.` or `..` segment would
+  -- be normalised into another resource by a server or proxy
+  local pu = url.parse(full)
+  if not pu or url.has_dot_segment(pu.path) then
+    return nil, errors.new("config", { code = "PATH_INVALID", method = method, path = path,
+      text = "refusing a request path with a . or .. segment" })
+  end
+
   local body, ctype
   if req.form ~= nil then
     body = url.encode_query(req.form)
     ctype = "application/x-www-form-urlencoded"
   elseif type(req.body) == "table" then
     local err
-    body, err = json.encode(req.body)
+    body, err = json.encode(req.body, req.shape)
     if not body then
       return nil, errors.new("config", { code = "BODY_INVALID", text = err, method = method, path = path })
     end
@@ -91,6 +100,8 @@ function _M.new(ctx, req, level)
     req = req, method = method, url = full, path = path, service = req.service,
     body = body, ctype = ctype, idempotent = idempotent, token_key = req.token,
     attempt = 0, refreshed = false,
+    -- secret values this request carries (scrubbed from errors and logs)
+    secrets = (req.form ~= nil or type(req.body) == "table") and redact.collect_secrets(req.form or req.body) or nil,
   }
   -- frequencyPerDay for AIS reads without the PSU: one unit per attempt
   -- that reaches the bank (given back when the bank refused before counting).

@@ -47,6 +47,19 @@ local PSU_HEADERS = {
 }
 _M.PSU_HEADERS = PSU_HEADERS
 
+-- logs through the context with the exchange's secret values scrubbed
+local function log(ctx, ex, level, event, fields)
+  return ctx:log(level, event, fields, ex.secrets)
+end
+
+-- scrubs what the bank may have echoed from an error, in place
+local function scrub_error(ctx, ex, err)
+  if type(err) ~= "table" then return err end
+  local signer = ctx.signer
+  local fn = signer and signer.scrub and function(s) return signer:scrub(s) end or nil
+  return redact.scrub_table(err, ex.secrets, fn)
+end
+
 local function fail(ex, kind, code, text)
   return nil, errors.new(kind, { code = code, text = text, method = ex.method, path = ex.path,
     request_id = ex.request_id })
@@ -105,10 +118,15 @@ end
 --- The bearer token of the resource (refreshed first when about to expire).
 function stages.attach_token(ctx, ex)
   if not ex.token_key or ex.own_auth then return ex end
-  local tok, err = ctx.tokens.access_token(ctx, ex.token_key)
+  local tokens = ctx.tokens
+  if type(tokens) ~= "table" or type(tokens.access_token) ~= "function" then
+    return fail(ex, "config", "TOKENS_UNAVAILABLE", "no token source: an authorised request cannot be sent")
+  end
+  local tok, err = tokens.access_token(ctx, ex.token_key)
   if err then return nil, err end
   if tok then
     ex.token = tok
+    ex.secrets = redact.add_secret(ex.secrets, tok)
     local value = "Bearer " .. tok
     if not header_ok("Authorization", value) then
       return fail(ex, "protocol", "TOKEN_INVALID", "the stored access token is not a valid header value")
@@ -118,15 +136,15 @@ function stages.attach_token(ctx, ex)
   return ex
 end
 
---- Spends a frequencyPerDay unit for an AIS read without the PSU (once per
--- logical request until it is given back).
+--- Spends a frequencyPerDay unit for an AIS read without the PSU: one per
+-- attempt that may reach the bank (given back when it surely did not).
 function stages.spend_unit(ctx, ex)
   local f = ex.freq
   if not f or ex.freq_undo then return ex end
   local ok, err_or_undo = ctx.limiter:frequency(f.consent_id, f.resource, f.max)
   if not ok then
     err_or_undo.method, err_or_undo.path = ex.method, redact.mask_text(ex.path)
-    ctx:log("warn", "limit", { method = ex.method, path = ex.path, code = err_or_undo.code })
+    log(ctx, ex, "warn", "limit", { method = ex.method, path = ex.path, code = err_or_undo.code })
     return nil, err_or_undo
   end
   ex.freq_undo = err_or_undo
@@ -159,9 +177,11 @@ function stages.sign(ctx, ex)
   ex.treq = treq
   local service = ex.service
   if ctx.signer and service and ctx.profile.signing_set[service] then
-    local ok, serr = pcall(ctx.signer.sign, ctx.signer, treq)
-    if not ok then
-      return fail(ex, "config", "SIGN_FAILED", "signing failed: " .. tostring(serr))
+    -- a signer reports failures as nil, err (or raises): either way the
+    -- request must not leave unsigned
+    local ok, signed, serr = pcall(ctx.signer.sign, ctx.signer, treq)
+    if not ok or signed == nil or signed == false then
+      return fail(ex, "config", "SIGN_FAILED", "signing failed: " .. tostring(ok and serr or signed))
     end
   end
   return ex
@@ -171,8 +191,12 @@ end
 -- request left (`err.sent`).
 function stages.send(ctx, ex)
   local treq = ex.treq
-  ctx:log("debug", "request", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
-    url = ex.url, headers = treq.headers, body = ex.body, service = ex.service })
+  -- (the debug events' field tables are built only when someone logs)
+  local logging = ctx._logger ~= nil
+  if logging then
+    log(ctx, ex, "debug", "request", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
+      url = ex.url, headers = treq.headers, body = ex.body, service = ex.service })
+  end
   ex.started = date.now()
   local ok, res, terr = pcall(ctx.transport.request, ctx.transport, treq)
   if ex.release then
@@ -185,7 +209,7 @@ function stages.send(ctx, ex)
   end
   if not res then
     local err = errors.from_transport(terr, exchange.error_ctx(ex))
-    ctx:log("error", "error", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
+    log(ctx, ex, "error", "error", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
       path = ex.path, error = err, code = err.code, outcome = err.outcome })
     return nil, err
   end
@@ -195,8 +219,10 @@ function stages.send(ctx, ex)
   ex.res = res
   ex.out = { status = status, headers = rheaders, body = rbody, request_id = ex.request_id,
     response_request_id = rheaders["x-request-id"], reused = res.reused }
-  ctx:log("debug", "response", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
-    path = ex.path, status = status, headers = rheaders, body = rbody, duration = date.now() - ex.started })
+  if logging then
+    log(ctx, ex, "debug", "response", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
+      path = ex.path, status = status, headers = rheaders, body = rbody, duration = date.now() - ex.started })
+  end
   return ex
 end
 
@@ -209,7 +235,7 @@ end
 local function protocol_error(ctx, ex, text, code)
   local err = errors.protocol(text, { status = ex.out.status, method = ex.method, path = ex.path,
     request_id = ex.request_id, outcome = outcome_of(ex) }, code)
-  ctx:log("error", "error", { request_id = ex.request_id, error = err, code = err.code })
+  log(ctx, ex, "error", "error", { request_id = ex.request_id, error = err, code = err.code })
   return nil, err
 end
 
@@ -223,12 +249,13 @@ function stages.verify(ctx, ex)
   if ctx.verify_mode == "if_present" and headers_mod.get(out.headers, "x-jws-signature") == nil then
     if not ctx.unsigned_logged then
       ctx.unsigned_logged = true
-      ctx:log("warn", "response_unsigned", { request_id = ex.request_id, method = ex.method, path = ex.path,
+      log(ctx, ex, "warn", "response_unsigned", { request_id = ex.request_id, method = ex.method, path = ex.path,
         text = "the bank's answer carries no x-jws-signature; accepted (verify_responses = \"if_present\")" })
     end
     return ex
   end
-  local vopts = { cert = ctx.response_cert, x_request_id = ex.request_id }
+  local vopts = { cert = ctx.response_cert, x_request_id = ex.request_id,
+    organization_identifier = ctx.response_org_id }
   local vok, good, why = pcall(verify.verify_jws, { status = out.status, headers = out.headers, body = out.body },
     vopts)
   if not vok or not good then
@@ -271,7 +298,7 @@ function stages.map_error(ctx, ex)
   local status = out.status
   if status < 200 or status >= 300 then
     local err = errors.from_response(out, exchange.error_ctx(ex))
-    ctx:log(status >= 500 and "error" or "warn", "error", { request_id = ex.request_id, status = status,
+    log(ctx, ex, status >= 500 and "error" or "warn", "error", { request_id = ex.request_id, status = status,
       code = err.code, method = ex.method, path = ex.path, error = err })
     return nil, err
   end
@@ -308,6 +335,9 @@ function _M.run(ctx, ex)
       if err == nil then
         err = errors.new("protocol", { code = "STAGE_FAILED", text = "stage " .. name .. " failed without an error",
           method = ex.method, path = ex.path, request_id = ex.request_id })
+      else
+        -- the bank may echo what the request carried (a token, a code)
+        scrub_error(ctx, ex, err)
       end
       return nil, err, name
     end
@@ -334,8 +364,10 @@ function _M.request(ctx, req)
       out.attempts = ex.attempt
       return out
     end
-    if ex.freq_undo and retry.gives_back_unit(err) then
-      ex.freq_undo()
+    if ex.freq_undo then
+      -- the unit is given back only when the bank surely did not count the
+      -- attempt; otherwise it stays spent and another attempt spends another
+      if retry.gives_back_unit(err) then ex.freq_undo() end
       ex.freq_undo = nil
     end
     local action, wait = retry.decide(policy, ex, stage, err)
@@ -343,6 +375,7 @@ function _M.request(ctx, req)
       ex.refreshed = true
       local tok, rerr = ctx.tokens.refresh(ctx, ex.token_key, ex.token)
       if not tok then
+        scrub_error(ctx, ex, rerr)
         err.cause = rerr
         return nil, err
       end
@@ -351,11 +384,11 @@ function _M.request(ctx, req)
         err.token_refreshed = true
         return nil, err
       end
-      ctx:log("info", "retry", { request_id = ex.request_id, attempt = ex.attempt, reason = "token refreshed",
+      log(ctx, ex, "info", "retry", { request_id = ex.request_id, attempt = ex.attempt, reason = "token refreshed",
         method = ex.method, path = ex.path })
       ex.max_attempts = ex.max_attempts + 1
     elseif action == "retry" then
-      ctx:log("warn", "retry", { request_id = ex.request_id, first_request_id = ex.first_request_id,
+      log(ctx, ex, "warn", "retry", { request_id = ex.request_id, first_request_id = ex.first_request_id,
         attempt = ex.attempt, wait = wait, status = err.status, code = err.code, method = ex.method,
         path = ex.path })
       ctx:sleep(wait)

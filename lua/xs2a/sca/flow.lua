@@ -1,4 +1,8 @@
---- SCA flows: a coroutine-backed state machine driven by the bank's `_links`.
+--- SCA flows: a state machine driven by the bank's `_links`. Its state is
+-- data (`d.phase` and what each phase needs), never a private coroutine:
+-- `flow:next()` runs phases until one needs the PSU or the TPP, and a
+-- polling wait sleeps through the client (`xs2a.parallel`'s sleep), so it
+-- yields to the scheduler: flows inside `xs2a.parallel` overlap.
 --
 -- `consent:authorise(opts)`, `payment:authorise(opts)`,
 -- `payment:authorise_cancellation(opts)` and `basket:authorise(opts)` return a Flow. Drive it with
@@ -41,8 +45,6 @@ local _M = {}
 local Flow = {}
 Flow.__index = Flow
 
-local unpack = table.unpack or unpack
-local function pack(...) return { n = select("#", ...), ... } end
 
 local now, new_error = date.now, errors.make
 
@@ -114,10 +116,6 @@ local function append_query(url, params)
   local base, frag = url:match("^([^#]*)(#?.*)$")
   return base .. (base:find("?", 1, true) and "&" or "?") .. q .. frag
 end
-
--- the yield marker: anything else a request yields (a parallel scheduler, an
--- nginx cosocket) passes through to whoever resumed the flow
-local STEP = setmetatable({}, { __tostring = function() return "xs2a.flow.step" end })
 
 --- Starts a flow for a resource (called by `resource:authorise`).
 -- @param client the xs2a client
@@ -653,39 +651,26 @@ function phases.poll(self)
 end
 
 -- ---------------------------------------------------------------------------
--- the coroutine
+-- running the phases
 
-function Flow:_body(input)
+-- Runs phases until one returns a step (it needs the PSU or the TPP), a
+-- terminal error, or an error that leaves the flow at its step.
+-- @return step, nil, finished | nil, err, finished
+function Flow:_run(input)
   while true do
     local d = self.d
     local handler = phases[d.phase]
     if not handler then
       return nil, new_error{ kind = "config", code = "FLOW_STATE",
-        message = "flow: unknown phase " .. tostring(d.phase) }
+        message = "flow: unknown phase " .. tostring(d.phase) }, true
     end
     local step, err = handler(self, input)
     input = nil
     if step then
-      if step.kind == "done" then return step end
-      input = coroutine.yield(STEP, step)
+      return step, nil, step.kind == "done"
     elseif err then
-      if type(err) == "table" and err.terminal == false then
-        input = coroutine.yield(STEP, nil, err)
-      else
-        return nil, err
-      end
+      return nil, err, not (type(err) == "table" and err.terminal == false)
     end
-  end
-end
-
--- resumes the flow coroutine; foreign yields go up to our own resumer
-local function drive(co, ...)
-  local r = pack(coroutine.resume(co, ...))
-  while true do
-    if not r[1] then error(r[2], 0) end
-    if coroutine.status(co) == "dead" then return r[2], r[3], true end
-    if r[2] == STEP then return r[3], r[4], false end
-    r = pack(coroutine.resume(co, coroutine.yield(unpack(r, 2, r.n))))
   end
 end
 
@@ -704,12 +689,8 @@ function Flow:next(input)
   if d.phase == "failed" then
     return nil, self.err or sca_error(d.error_code or "SCA_FAILED", d.error_message or "flow: failed earlier")
   end
-  if not self.co or coroutine.status(self.co) == "dead" then
-    self.co = coroutine.create(function(inp) return self:_body(inp) end)
-  end
-  local step, err, finished = drive(self.co, input)
+  local step, err, finished = self:_run(input)
   if finished then
-    self.co = nil
     if not step then
       d.phase = "failed"
       self.err = err

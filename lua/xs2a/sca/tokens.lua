@@ -283,9 +283,10 @@ function _M.refresh(client, token_key, stale, opts)
         error(body, 0)
       end
       if not body then
-        -- an invalid_grant means the refresh token is dead: drop the record so
-        -- callers see "authorise again" instead of retrying forever
-        if type(err) == "table" and (err.code == "invalid_grant" or err.status == 400) then
+        -- only an invalid_grant means the refresh token is dead: drop the
+        -- record so callers see "authorise again" instead of retrying forever
+        -- (any other refusal, a 400 invalid_request included, keeps it)
+        if type(err) == "table" and err.code == "invalid_grant" then
           store:delete(key)
         end
         if rec.meta_url and _M.on_as_failure then pcall(_M.on_as_failure, client, rec.meta_url) end

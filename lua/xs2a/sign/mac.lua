@@ -61,6 +61,16 @@ function _M.new(opts)
     return b64encode(core.hmac("sha256", key, normalized))
   end
   local self = { id = id }
+  -- scrubs the key from a text (the bank knows it and might echo it)
+  function self.scrub(_, text)
+    if type(text) ~= "string" then return text end
+    local a, b = text:find(key, 1, true)
+    while a do
+      text = text:sub(1, a - 1) .. "[redacted]" .. text:sub(b + 1)
+      a, b = text:find(key, a + 10, true)
+    end
+    return text
+  end
   function self.sign(_, req)
     check_req(req)
     local u = url.parse(req.url)

@@ -19,6 +19,15 @@ local setmetatable, type, tostring = setmetatable, type, tostring
 local package_loaded = package.loaded
 
 local _M = { _VERSION = "0.1.0" }
+
+-- Inside nginx a libcurl transfer blocks the whole worker (every request it
+-- serves), so this transport refuses to run there: use xs2a.transport.ngx.
+local function in_nginx()
+  local ngx = rawget(_G, "ngx")
+  return type(ngx) == "table" and type(ngx.get_phase) == "function" and type(ngx.socket) == "table"
+end
+_M.in_nginx = in_nginx
+local IN_NGINX = "the curl transport would block the nginx worker: use the ngx transport (xs2a.transport.ngx)"
 local mt = { __index = _M, __name = "xs2a.transport.curl" }
 
 -- codes meaning the request never left this process
@@ -51,6 +60,7 @@ end
 function _M.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("transport.curl.new: opts must be a table", 2) end
+  if in_nginx() then return nil, IN_NGINX end
   local session, message = core.http_session{
     identity = opts.identity,
     ca_file = opts.ca_file,
@@ -80,6 +90,9 @@ function _M:request(req)
   local session = self.session
   if not session then error("transport is closed", 2) end
   if type(req) ~= "table" then error("request must be a table", 2) end
+  if in_nginx() then
+    return nil, setmetatable({ code = "unavailable", message = IN_NGINX, sent = false }, err_mt)
+  end
   local res, message, code
   local sched = current_scheduler()
   if sched then

@@ -93,6 +93,7 @@ local function ssl_ffi()
       "int X509_verify_cert(void *ctx);",
       "int X509_STORE_CTX_get_error(void *ctx);",
       "const char *X509_verify_cert_error_string(long n);",
+      "void EVP_PKEY_free(void *pkey);",
     }) do
       pcall(ffi.cdef, decl)
     end
@@ -251,7 +252,7 @@ local warned_no_verify = false
 function M.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then return nil, "options must be a table" end
-  local self = setmetatable({}, Transport)
+  local self = setmetatable({ kind = "ngx" }, Transport)
   for k, v in pairs(DEFAULTS) do
     local given = opts[k]
     if given ~= nil and (type(given) ~= "number" or given < 0) then
