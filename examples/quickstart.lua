@@ -114,7 +114,8 @@ end
 local identities = {}
 local function tpp_identity(name)
   if identities[name] then return identities[name] end
-  local token, id, err = os.getenv("XS2A_HSM_TOKEN")
+  local token = os.getenv("XS2A_HSM_TOKEN")
+  local id, err
   if token then
     id, err = xs2a.identity{ cert = PKI .. "/" .. name .. ".pem", pin_env = "XS2A_HSM_PIN",
       key = "pkcs11:token=" .. token .. ";object=" .. name .. ";type=private", module = os.getenv("XS2A_HSM_MODULE") }
