@@ -94,7 +94,7 @@ sandbox-stop:
 demo:
 	@XS2A_DEPS=demo sh scripts/deps
 	@$(MAKE) --no-print-directory lua54 pki
-	@sh scripts/demo
+	@HSM=$(HSM) sh scripts/demo
 
 bench: all pki
 	@sh bench/run

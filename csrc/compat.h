@@ -1,8 +1,15 @@
 /* compat.h: the one place that knows about Lua and OpenSSL versions.
- * Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT 2.1; OpenSSL 1.1.1 and 3.x. The C code
- * is written against 5.4; below, what older versions lack. */
+ * Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT 2.1; OpenSSL 3.0 or later (the core uses
+ * EVP_PKEY_eq, EVP_MD_fetch, EVP_PKEY_get_size and friends, which 1.1.1 does
+ * not have). The C code is written against 5.4; below, what older versions
+ * lack. */
 #ifndef XS2A_COMPAT_H
 #define XS2A_COMPAT_H
+
+#include <openssl/opensslv.h>
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+#error "lua-xs2a needs OpenSSL 3.0 or later"
+#endif
 
 #include <lua.h>
 #include <lauxlib.h>

@@ -45,11 +45,37 @@ static const EVP_MD *md_byname(const char *name, int allow_sha1) {
   return NULL;
 }
 
+/* The digests of core.digest and core.hmac, fetched from the provider once
+ * per Lua state (EVP_sha256() and friends are fetched again on every use).
+ * The cache is the upvalue of both functions; its __gc frees it. */
+typedef struct { EVP_MD *md[4]; } mdcache;   /* sha1, sha256, sha384, sha512 */
+
+static int mdcache_gc(lua_State *L) {
+  mdcache *c = (mdcache *)lua_touserdata(L, 1);
+  int i;
+  for (i = 0; i < 4; i++) {
+    EVP_MD_free(c->md[i]);
+    c->md[i] = NULL;
+  }
+  return 0;
+}
+
 static const EVP_MD *check_md(lua_State *L, int idx, int allow_sha1) {
   const char *name = luaL_checkstring(L, idx);
   const EVP_MD *md = md_byname(name, allow_sha1);
+  mdcache *c = (mdcache *)lua_touserdata(L, lua_upvalueindex(1));
+  int slot;
   if (md == NULL) luaL_argerror(L, idx, lua_pushfstring(L, "unknown digest '%s'", name));
-  return md;
+  switch (EVP_MD_get_type(md)) {
+    case NID_sha1: slot = 0; break;
+    case NID_sha256: slot = 1; break;
+    case NID_sha384: slot = 2; break;
+    default: slot = 3; break;
+  }
+  if (c == NULL) return md;
+  if (c->md[slot] == NULL) c->md[slot] = EVP_MD_fetch(NULL, EVP_MD_get0_name(md), NULL);
+  ERR_clear_error();
+  return c->md[slot] != NULL ? c->md[slot] : md;
 }
 
 void xs2a_checksigopts(lua_State *L, int idx, xs2a_sigopts *o) {
@@ -568,8 +594,6 @@ static int core_cert_issued_by(lua_State *L) {
 static const luaL_Reg crypto_funcs[] = {
   {"cert_issued_by", core_cert_issued_by},
   {"cert_verify", core_cert_verify},
-  {"digest", core_digest},
-  {"hmac", core_hmac},
   {"verify", core_verify},
   {"random", core_random},
   {"b64encode", core_b64encode},
@@ -583,5 +607,18 @@ static const luaL_Reg crypto_funcs[] = {
 };
 
 void xs2a_crypto_open(lua_State *L) {
+  mdcache *c;
   luaL_setfuncs(L, crypto_funcs, 0);
+  c = (mdcache *)lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  if (luaL_newmetatable(L, "xs2a.mdcache")) {
+    lua_pushcfunction(L, mdcache_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);                         /* core, cache */
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, core_digest, 1);
+  lua_setfield(L, -3, "digest");
+  lua_pushcclosure(L, core_hmac, 1);
+  lua_setfield(L, -2, "hmac");
 }

@@ -108,13 +108,32 @@ local function log(_, event, fields)
   end
 end
 
+-- The TPP's certificates with their keys: from key files, or, when
+-- XS2A_HSM_TOKEN is set (`make demo HSM=1`), with the keys in a PKCS#11
+-- token (the PIN from XS2A_HSM_PIN, the module from XS2A_HSM_MODULE).
+local identities = {}
+local function tpp_identity(name)
+  if identities[name] then return identities[name] end
+  local token = os.getenv("XS2A_HSM_TOKEN")
+  local id, err
+  if token then
+    id, err = xs2a.identity{ cert = PKI .. "/" .. name .. ".pem", pin_env = "XS2A_HSM_PIN",
+      key = "pkcs11:token=" .. token .. ";object=" .. name .. ";type=private", module = os.getenv("XS2A_HSM_MODULE") }
+  else
+    id, err = xs2a.identity{ cert = PKI .. "/" .. name .. ".pem", key = PKI .. "/" .. name .. ".key" }
+  end
+  identities[name] = check(id, err, "loading the " .. name .. " identity")
+  if token then say("%s: %s, key in token %s", name, tostring(id), id:info().token) end
+  return identities[name]
+end
+
 local function run(v)
   say("\n################ %s ################", v.name)
   local client = check(xs2a.client{
     profile = v.profile,
     base_url = BASE_URL,
-    qwac = xs2a.identity{ cert = PKI .. "/qwac.pem", key = PKI .. "/qwac.key" },
-    qseal = xs2a.identity{ cert = PKI .. "/qseal.pem", key = PKI .. "/qseal.key" },
+    qwac = tpp_identity("qwac"),
+    qseal = tpp_identity("qseal"),
     redirect_uri = REDIRECT_URI,
     ca_file = PKI .. "/ca.pem",
     response_cert = PKI .. "/aspsp-seal.pem",

@@ -131,7 +131,7 @@ local function http_round(srv, qwac)
   local ca = pki .. "ca.pem"
   local s = core.http_session{ identity = qwac, ca_file = ca, timeout = 5000, connect_timeout = 5000 }
   local res = assert(s:request{ method = "POST", url = srv.url .. "/echo", body = '{"a":1}',
-    headers = { ["X-Request-ID"] = "r1", ["Content-Type"] = "application/json" } })
+    headers = { ["X-Request-ID"] = "r1", ["Content-Type"] = "application/json" }, header_list = true })
   assert(res.status == 200 and res.headers["content-type"] and #res.header_list > 0)
   res = assert(s:request{ url = srv.url .. "/headers" })
   assert(res.status == 200)

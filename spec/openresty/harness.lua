@@ -69,6 +69,7 @@ worker_processes @WORKERS@;
 master_process on;
 daemon on;
 pid @PREFIX@/logs/nginx.pid;
+@MAIN@
 error_log @PREFIX@/logs/error.log @LOGLEVEL@;
 load_module @MODULES@/ndk_http_module.so;
 load_module @MODULES@/ngx_http_lua_module.so;
@@ -119,8 +120,9 @@ http {
 local Ng = {}
 Ng.__index = Ng
 
---- Starts nginx. opts: workers (1), http, server, init, init_worker (text
--- pasted into the config), loglevel ("warn").
+--- Starts nginx. opts: workers (1), main, http, server, init, init_worker
+-- (text pasted into the config; main: the main context, e.g. env
+-- directives), loglevel ("warn").
 function harness.start(opts)
   opts = opts or {}
   local ok, prefix = run("mktemp -d /tmp/xs2a-openresty.XXXXXX")
@@ -143,6 +145,7 @@ function harness.start(opts)
       PKI = opts.pki or pki_dir(), PORT = tostring(port), HTTP = opts.http or "",
       REUSEPORT = (opts.workers or 1) > 1 and "reuseport" or "",
       INIT = opts.init or "", INIT_WORKER = opts.init_worker or "", SERVER = opts.server or "",
+      MAIN = opts.main or "",
     }
     local conf = CONF:gsub("@([A-Z_]+)@", function(k) return vars[k] end)
     write(prefix .. "/conf/nginx.conf", conf)
