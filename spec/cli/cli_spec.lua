@@ -358,6 +358,26 @@ describe("xs2a command #network", function()
       assert.is_nil(err:find("secret", 1, true))
     end)
 
+    it("takes an encrypted key's passphrase from the environment, never echoing it", function()
+      local enc = cli.env(sb, dir .. "/state", { XS2A_QWAC_KEY = sb.pki .. "/qwac-enc.key" })
+      -- no terminal to ask on and no variable: one line, exit 1
+      local rc, out, err = cli.run({ "consent", "status" }, enc)
+      assert.equal(1, rc)
+      assert.equal("", out)
+      assert.equal("xs2a: QWAC key is encrypted: set XS2A_QWAC_PASSPHRASE (no terminal to ask on)\n", err)
+      enc.XS2A_QWAC_PASSPHRASE = "wrong-secret-words"
+      rc, out, err = cli.run({ "consent", "status" }, enc)
+      assert.equal(1, rc)
+      assert.equal(1, #lines(err))
+      assert.matches("^xs2a: QWAC: ", err)
+      assert.is_nil((out .. err):find("wrong-secret-words", 1, true))
+      enc.XS2A_QWAC_PASSPHRASE = "test-passphrase"
+      rc, out, err = cli.run({ "consent", "status" }, enc)
+      assert.equal(0, rc, err)
+      assert.matches(": valid ", out)
+      assert.is_nil((out .. err):find("test-passphrase", 1, true))
+    end)
+
     it("has no passphrase flag, and answers usage errors with 2 and one line", function()
       local rc, _, err = cli.run({ "--qwac-passphrase", "x", "accounts" }, env)
       assert.equal(2, rc)
