@@ -55,6 +55,22 @@ describe("lua-xs2a-scm-1.rockspec", function()
     assert.are.equal("bin/xs2a", spec.build.install.bin.xs2a)
   end)
 
+  it("`make install` installs the modules, the core, the command and the scripted PSU", function()
+    local dest = os.tmpname()
+    os.remove(dest)
+    finally(function() os.execute("rm -rf '" .. dest .. "'") end)
+    assert.is_truthy(os.execute("make -s install DESTDIR='" .. dest .. "' PREFIX=/usr/local > /dev/null 2>&1"))
+    local root = dest .. "/usr/local"
+    for _, f in ipairs({ "/bin/xs2a", "/lib/lua/5.4/xs2a/core.so", "/share/lua/5.4/xs2a/init.lua",
+        "/share/lua/5.4/xs2a/store/file.lua", "/share/lua/5.4/xs2a/sandbox/psu.lua" }) do
+      assert.is_true(io.open(root .. f) ~= nil, f .. " not installed")
+    end
+    local out = lines(("LUA_PATH='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua;;' "
+      .. "LUA_CPATH='%s/lib/lua/5.4/?.so;;' %s/bin/xs2a cert %s 2>&1"):format(root, root, root, root,
+      helper.pki("qwac.pem")))
+    assert.matches("^organisation%s+Example TPP UAB$", out[2] or "")
+  end)
+
   it("`luarocks make` installs offline into a tree where require 'xs2a' loads #slow", function()
     local tree = os.tmpname()
     os.remove(tree)
