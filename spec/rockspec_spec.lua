@@ -46,7 +46,7 @@ describe("lua-xs2a-scm-1.rockspec", function()
     for name, file in pairs(spec.build.install.lua) do by_file[file] = name end
     for _, f in ipairs(lines("find lua/xs2a -name '*.lua' | sort")) do
       local want = f:gsub("^lua/", ""):gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
-      assert.are.equal(want, by_file[f], f .. " is missing from the rockspec")
+      assert.are.equal(want, by_file[f], f .. " is missing from the rockspec (sh scripts/gen-rockspec-modules)")
     end
     for file in pairs(by_file) do
       assert.is_true(io.open(file) ~= nil, file .. " is listed but does not exist")
