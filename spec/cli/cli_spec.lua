@@ -347,6 +347,23 @@ describe("xs2a command #network", function()
       assert.matches("^payment " .. id:gsub("%p", "%%%0") .. ": ACTC ", out)
     end)
 
+    it("explains a rejection with the bank's reason, and exits 1", function()
+      local file = dir .. "/too-much.json"
+      local f = assert(io.open(file, "w"))
+      f:write((assert(json.encode{
+        debtorAccount = { iban = "LT903500000010001102", currency = "EUR" },   -- Alice's pocket money
+        instructedAmount = { currency = "EUR", amount = "99999.00" },
+        creditorAccount = { iban = "LT023500000010002201" }, creditorName = "Bob",
+      })))
+      f:close()
+      local h = cli.start({ "pay", file }, env)
+      local rc, out, err = h:authorise()
+      assert.equal(1, rc)
+      assert.matches("^payment %S+: RJCT %(rejected by the bank; the payment will not be executed "
+        .. "%(reason: Insufficient funds on the debtor account%.%)%)\n$", out)
+      assert.matches("\nxs2a: [^\n]*RJCT\n$", err)
+    end)
+
     it("refuses to pay without a QSealC, as a usage error", function()
       local no_seal = cli.env(sb, dir .. "/state", { XS2A_QSEAL_CERT = false, XS2A_QSEAL_KEY = false })
       local rc, _, err = cli.run({ "pay", dir .. "/payment.json" }, no_seal)
