@@ -235,6 +235,20 @@ describe("xs2a command #network", function()
       assert.is_true(tonumber(pages) >= 3)
     end)
 
+    it("runs under Lua 5.1 and LuaJIT too (the rockspec installs it for them)", function()
+      for lua, build in pairs({ ["lua5.1"] = "lua5.1", luajit = "luajit" }) do
+        local e = {}
+        for k, v in pairs(env) do e[k] = v end
+        e.LUA_CPATH = helper.root .. "/build/" .. build .. "/?.so;;"
+        local rc, out, err = cli.run({ "accounts", "--json" }, e, nil, lua)
+        assert.equal(0, rc, lua .. ": " .. err)
+        assert.equal("LT203500000010001101", assert(json.decode(out))[1].iban)
+        rc, out = cli.run({ "transactions", "b-alice-eur", "--from", "2026-01-01" }, e, nil, lua)
+        assert.equal(0, rc, lua)
+        assert.matches("^status,transactionId,", out)
+      end
+    end)
+
     it("refuses a bad date as a usage error, and a wrong account with the bank's error on one line", function()
       local rc, out, err = cli.run({ "transactions", "b-alice-eur", "--from", "2026-13" }, env)
       assert.equal(2, rc)
