@@ -464,6 +464,20 @@ describe("xs2a command #network", function()
       assert.is_nil((out .. err):find("test-passphrase", 1, true))
     end)
 
+    it("takes everything from flags, and says what is missing", function()
+      local bare = { LUA_PATH = env.LUA_PATH, LUA_CPATH = env.LUA_CPATH, XDG_CONFIG_HOME = dir .. "/none",
+        XS2A_QWAC_CERT = false, XS2A_QWAC_KEY = false, XS2A_BASE_URL = false, XS2A_CA_FILE = false }
+      local rc, out, err = cli.run({ "--base-url", sb.base_url, "--ca-file", sb.pki .. "/ca.pem",
+        "--qwac", sb.pki .. "/qwac.pem", sb.pki .. "/qwac.key", "--state-dir", dir .. "/state",
+        "--profile", "paysera-berlin", "consent", "status" }, bare)
+      assert.equal(0, rc, err)
+      assert.matches(": valid ", out)
+      rc, out, err = cli.run({ "--base-url", sb.base_url, "consent", "status" }, bare)
+      assert.equal(2, rc)
+      assert.equal("", out)
+      assert.matches("^xs2a: no QWAC: give %-%-qwac CERT KEY", err)
+    end)
+
     it("has no passphrase flag, and answers usage errors with 2 and one line", function()
       local rc, _, err = cli.run({ "--qwac-passphrase", "x", "accounts" }, env)
       assert.equal(2, rc)
