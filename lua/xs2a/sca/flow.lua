@@ -219,14 +219,19 @@ function Flow:_psu(extra)
   return psu
 end
 
--- a request on behalf of the resource's service, PSU headers included
+-- a request on behalf of the resource's service, PSU headers included. A
+-- POST starts an authorisation: it carries TPP-Redirect-URI and
+-- TPP-Nok-Redirect-URI, as the spec lists them there.
 function Flow:_request(method, href, body, psu_extra)
+  local redirect = method == "POST"
   local req = {
     method = method,
     service = self.resource.service,
     psu = self:_psu(psu_extra),
     body = body,
     idempotent = method == "GET",
+    redirect = redirect or nil,
+    redirect_uri = redirect and self:_opt("redirect_uri", nil) or nil,
   }
   if href:sub(1, 1) == "/" and self.resource.authorisations_path == href then
     req.path = href
