@@ -33,7 +33,16 @@
 --   top of the profile's, or `false` (at most `headroom` times `per_second`
 --   requests start in any window of 1 s + `margin`: the margin absorbs latency jitter);
 -- * `retry`: `{ max_attempts = 3, base_delay = 0.2, max_delay = 5, max_retry_after = 30 }`;
--- * `timeouts`: `{ connect = 5000, total = 30000 }` (ms); `max_body` (bytes).
+-- * `timeouts`: `{ connect = 5000, total = 30000 }` (ms); `max_body` (bytes);
+-- * `oauth`: `{ trusted_origins = { "https://as.bank.example", ... },
+--   refresh_margin = 60, metadata_ttl = 3600 }`: origins trusted for the
+--   authorization server besides those its metadata names (`xs2a.sca.oauth`);
+--   seconds before expiry at which an access token is refreshed (at most a
+--   quarter of the token's lifetime); how long AS metadata is cached;
+-- * `mac`: `{ id = "...", key = "..." [, services = { "PIS" }] }` signs
+--   requests with Paysera's MAC (`Authorization: MAC id, ts, nonce, mac,
+--   ext="body_hash=..."`) instead of the profile's scheme, for the
+--   profile's signed services or `mac.services`.
 --
 -- Every runtime failure is returned as `nil, err` with an `xs2a.errors` error.
 --
@@ -130,6 +139,54 @@ local function identity_checks(id, what, now)
   return info
 end
 
+-- `opts.oauth`: checked and copied (see the module description).
+local OAUTH_KEYS = { trusted_origins = true, refresh_margin = true, metadata_ttl = true }
+local function oauth_settings(o)
+  if o == nil then return {} end
+  if type(o) ~= "table" then return nil, "oauth must be a table" end
+  for k in pairs(o) do
+    if not OAUTH_KEYS[k] then return nil, "oauth." .. tostring(k) .. " is not an option" end
+  end
+  local out = {}
+  for _, k in ipairs({ "refresh_margin", "metadata_ttl" }) do
+    if o[k] ~= nil then
+      if type(o[k]) ~= "number" or o[k] < 0 or o[k] ~= o[k] then
+        return nil, "oauth." .. k .. " must be a number of seconds >= 0"
+      end
+      out[k] = o[k]
+    end
+  end
+  if o.trusted_origins ~= nil then
+    if type(o.trusted_origins) ~= "table" then return nil, "oauth.trusted_origins must be a list of origins" end
+    out.trusted_origins = {}
+    for i, v in ipairs(o.trusted_origins) do
+      local u = type(v) == "string" and url.parse(v)
+      if not u or u.scheme ~= "https" or u.path ~= "/" or (u.query or "") ~= "" then
+        return nil, "oauth.trusted_origins[" .. i .. "] must be an https origin (no path)"
+      end
+      out.trusted_origins[i] = u.origin
+    end
+  end
+  return out
+end
+
+-- `opts.mac`: Paysera MAC signing (`Authorization: MAC ... ext="body_hash=..."`)
+-- chosen instead of the profile's scheme; returns the profile overrides.
+local function mac_overrides(m, overrides)
+  if type(m) ~= "table" or type(m.id) ~= "string" or m.id == "" or type(m.key) ~= "string" or m.key == "" then
+    return nil, "mac must be { id = <MAC id>, key = <MAC key>[, services = {...}] }"
+  end
+  if m.services ~= nil and type(m.services) ~= "table" then return nil, "mac.services must be a list" end
+  local o = {}
+  for k, v in pairs(overrides or {}) do o[k] = v end
+  local sg = {}
+  for k, v in pairs(type(o.signing) == "table" and o.signing or {}) do sg[k] = v end
+  sg.scheme = "mac"
+  if m.services then sg.services = m.services end
+  o.signing = sg
+  return o
+end
+
 ------------------------------------------------------------------------------
 -- option checks: every option, at construction, `nil, err` naming it
 
@@ -164,7 +221,11 @@ local RETRY_FIELDS = { max_attempts = count, base_delay = non_negative, max_dela
   max_retry_after = non_negative }
 local TIMEOUT_FIELDS = { connect = positive, total = positive }
 local LIMIT_FIELDS = {
-  per_second = positive, per_hour = positive, concurrent = count, max_wait = non_negative, margin = non_negative,
+  -- `false` switches one limit off (as in profiles)
+  per_second = function(v) if v ~= false then return positive(v) end end,
+  per_hour = function(v) if v ~= false then return positive(v) end end,
+  concurrent = function(v) if v ~= false then return count(v) end end,
+  max_wait = non_negative, margin = non_negative,
   headroom = function(v) if not is_num(v, 0) or v == 0 or v > 1 then return "must be in (0, 1]" end end,
 }
 
@@ -216,6 +277,13 @@ local OPTIONS = {
   end,
   max_body = count,
   mac = kind_of("table"),
+  oauth = function(v)
+    local _, why = oauth_settings(v)
+    if why then
+      local field, rest = why:match("^oauth(%S*) (.*)$")
+      return rest or why, field
+    end
+  end,
 }
 
 -- nil, or a config error naming the first bad option
@@ -237,10 +305,18 @@ end
 -- @return client, or nil and an error of kind "config"
 function _M.new(opts)
   if type(opts) ~= "table" then error("xs2a.client: options must be a table", 2) end
-  local oerr = check_options(opts)
-  if oerr then return nil, oerr end
-  local prof, perr = profile_mod.get(opts.profile or "paysera-berlin", opts.profile_overrides)
+  local cerr = check_options(opts)
+  if cerr then return nil, cerr end
+  local overrides = opts.profile_overrides
+  if opts.mac ~= nil then
+    local merr
+    overrides, merr = mac_overrides(opts.mac, overrides)
+    if not overrides then return config_error(merr, "SIGNER_INVALID") end
+  end
+  local prof, perr = profile_mod.get(opts.profile or "paysera-berlin", overrides)
   if not prof then return nil, perr end
+  local oauth, oerr = oauth_settings(opts.oauth)
+  if not oauth then return config_error(oerr) end
 
   local base_url = opts.base_url or prof.base_url
   if type(base_url) ~= "string" then return config_error("base_url is required for profile " .. prof.name) end
@@ -378,6 +454,7 @@ function _M.new(opts)
     client_id = opts.client_id or info.organization_identifier,
     redirect_uri = opts.redirect_uri,
     nok_redirect_uri = opts.nok_redirect_uri,
+    oauth = oauth,
     tokens = tokens,
     store = store,
     transport = transport,

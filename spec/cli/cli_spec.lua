@@ -77,7 +77,8 @@ describe("xs2a command #network", function()
       local rc, out, err = cli.run({ "cert", helper.pki("qwac.pem"), "--key", helper.pki("qwac.key") }, env)
       assert.equal(0, rc, err)
       assert.matches("organizationIdentifier%s+PSDLT%-BOL%-TPP001", out)
-      assert.matches("PSD2 roles%s+PSP_AI, PSP_PI, PSP_IC", out)
+      assert.matches("PSD2 roles%s+PSP_AI %(0%.4%.0%.19495%.1%.3%), PSP_PI %(0%.4%.0%.19495%.1%.2%), "
+        .. "PSP_IC %(0%.4%.0%.19495%.1%.4%)", out)
       assert.matches("NCA%s+Bank of Lithuania %(LT%-BOL%)", out)
       assert.matches("%(%d+ days left%)", out)
       assert.matches("key%s+RSA 2048 bits", out)
@@ -324,6 +325,28 @@ describe("xs2a command #network", function()
       assert.matches("settled", st.meaning)
     end)
 
+    it("sets up a standing order (periodic-payments) that ends accepted, and finds it again by id", function()
+      local file = dir .. "/periodic.json"
+      local f = assert(io.open(file, "w"))
+      f:write((assert(json.encode{
+        debtorAccount = { iban = "LT203500000010001101", currency = "EUR" },
+        instructedAmount = { currency = "EUR", amount = "5.00" },
+        creditorAccount = { iban = "LT023500000010002201" }, creditorName = "Bob",
+        remittanceInformationUnstructured = "rent", frequency = "Monthly",
+        startDate = os.date("!%Y-%m-%d", os.time() + 2 * 86400),
+      })))
+      f:close()
+      local h = cli.start({ "pay", file, "--service", "periodic-payments" }, env)
+      local rc, out, err = h:authorise()
+      assert.equal(0, rc, err)
+      local id = out:match("^payment (%S+): ACTC %(authorised and technically valid; not executed yet")
+      assert.is_string(id, out)
+      -- the service and product were kept in the store: no flags needed
+      rc, out = cli.run({ "payment", "status", id }, env)
+      assert.equal(0, rc)
+      assert.matches("^payment " .. id:gsub("%p", "%%%0") .. ": ACTC ", out)
+    end)
+
     it("refuses to pay without a QSealC, as a usage error", function()
       local no_seal = cli.env(sb, dir .. "/state", { XS2A_QSEAL_CERT = false, XS2A_QSEAL_KEY = false })
       local rc, _, err = cli.run({ "pay", dir .. "/payment.json" }, no_seal)
@@ -355,6 +378,26 @@ describe("xs2a command #network", function()
       assert.equal("", out)
       assert.matches("passphrases come from the environment or a prompt", err, 1, true)
       assert.is_nil(err:find("secret", 1, true))
+    end)
+
+    it("takes an encrypted key's passphrase from the environment, never echoing it", function()
+      local enc = cli.env(sb, dir .. "/state", { XS2A_QWAC_KEY = sb.pki .. "/qwac-enc.key" })
+      -- no terminal to ask on and no variable: one line, exit 1
+      local rc, out, err = cli.run({ "consent", "status" }, enc)
+      assert.equal(1, rc)
+      assert.equal("", out)
+      assert.equal("xs2a: QWAC key is encrypted: set XS2A_QWAC_PASSPHRASE (no terminal to ask on)\n", err)
+      enc.XS2A_QWAC_PASSPHRASE = "wrong-secret-words"
+      rc, out, err = cli.run({ "consent", "status" }, enc)
+      assert.equal(1, rc)
+      assert.equal(1, #lines(err))
+      assert.matches("^xs2a: QWAC: ", err)
+      assert.is_nil((out .. err):find("wrong-secret-words", 1, true))
+      enc.XS2A_QWAC_PASSPHRASE = "test-passphrase"
+      rc, out, err = cli.run({ "consent", "status" }, enc)
+      assert.equal(0, rc, err)
+      assert.matches(": valid ", out)
+      assert.is_nil((out .. err):find("test-passphrase", 1, true))
     end)
 
     it("has no passphrase flag, and answers usage errors with 2 and one line", function()

@@ -238,8 +238,13 @@ while true do i = i + 1; assert(s:set("big", vals[i %% 2 + 1])) end
       local client = support.new_client("berlin", { store = assert(store.file(dir)), limits = false }, sb)
       local consent = assert(client:create_consent(support.consent_body(), PRESENT))
       assert.equal("valid", assert(support.authorise(consent)).status)
-      -- the access token lives 30 s, inside the client's refresh margin:
-      -- the next use of it refreshes
+      -- the access token lives 30 s; move its clock on so that it is inside
+      -- the client's refresh margin (a quarter of its life) by the time the
+      -- two processes use it: the next use refreshes
+      local oauth = require "xs2a.sca.oauth"
+      local rec = assert(oauth.read_record(client, consent.token_key))
+      rec.obtained_at, rec.expires_at = core.now() - 25, core.now() + 5
+      assert(oauth.set_record(client, consent.token_key, rec))
       local mark = #sb:access_log()
       local go_at = core.now() + 1.5
       local outs = children(2, [[

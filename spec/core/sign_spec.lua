@@ -282,14 +282,16 @@ describe("xs2a.sign", function()
       assert.same({ "sigT", "sigD", "b64" }, ph.crit)
       assert.equal(os.date("!%Y-%m-%dT%H:%M:%SZ", now), ph.sigT)
       assert.equal("http://uri.etsi.org/19182/HttpHeaders", ph.sigD.mId)
-      assert.same({ "(request-target)", "host", "x-request-id", "content-type", "digest", "psu-id",
-        "psu-ip-address" }, ph.sigD.pars)
+      -- the Content-Length the transport will send is signed too (strict rule)
+      assert.same({ "(request-target)", "host", "x-request-id", "content-type", "content-length", "digest",
+        "psu-id", "psu-ip-address" }, ph.sigD.pars)
       assert.equal(core.b64encode(qseal_ec:cert_der()), ph.x5c[1])
       local ss = table.concat({
         "(request-target): post /xs2a/georgia/0.8/payments/domestic?x=1",
         "host: bank.example:8443",
         "x-request-id: " .. req.headers["X-Request-ID"],
         "content-type: application/json",
+        "content-length: " .. #req.body,
         "digest: " .. req.headers.Digest,
         "psu-id: alice",
         "psu-ip-address: 192.0.2.1",

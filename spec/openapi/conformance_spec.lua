@@ -19,6 +19,16 @@ local PRODUCTS = {
 local SERVICES = { "payments", "periodic-payments", "bulk-payments" }
 local CUR = { berlin = "EUR", georgia = "GEL" }
 
+-- true when the type `name` is the wanted one: `want` found in it, ending
+-- the name or followed by " " (a payment product, a form); a `want` that
+-- ends in punctuation may be followed by anything
+local function covers(name, want)
+  local at = name:find(want, 1, true)
+  if not at then return false end
+  local after = name:sub(at + #want, at + #want)
+  return after == "" or after == " " or not want:sub(-1):match("[%w}]")
+end
+
 describe("OpenAPI 1.3.11 conformance #network", function()
   local sb, accounts
 
@@ -157,6 +167,44 @@ describe("OpenAPI 1.3.11 conformance #network", function()
     end)
   end
 
+  -- the authorisation API in all its forms on one resource
+  local function walk(resource)
+    local auth = assert(resource:start_authorisation(PSU))
+    assert(resource:authorisations())
+    assert(auth:status())
+    assert(auth:identify{ psu_id = "alice", psu_ip = PSU.psu_ip })
+    assert(auth:authenticate("alice-pass", { psu_id = "alice" }))
+    assert(auth:select_method("sms"))
+    assert.equal("done", assert(auth:authorise_transaction("123456")).next)
+  end
+
+  for _, variant in ipairs({ "berlin", "georgia" }) do
+    it(variant .. ": the authorisation API on consents, payments and cancellations", function()
+      sb:config{ sca = { approach = "embedded" } }
+      local c = client(variant)
+      walk(assert(c:create_consent(support.consent_body(), PSU)))
+      local p = assert(c:initiate_payment(PRODUCTS[variant][1], body_for(variant, "periodic-payments"),
+        { service = "periodic-payments", psu_ip = PSU.psu_ip }))
+      walk(p)
+      assert.is_true(assert(p:cancel()).cancellation_required)
+      walk(p:cancellation())
+    end)
+  end
+
+  it("berlin: explicit start with the redirect URIs, and the basket's authorisation API", function()
+    sb:config{ sca = { approach = "redirect" } }
+    local c = client("berlin", { nok_redirect_uri = "https://tpp.example/nok" })
+    local consent = assert(c:create_consent(support.consent_body(), PSU))
+    local _, r = assert(consent:start_authorisation(PSU))
+    assert.equal("redirect", r.next)
+    assert.is_string(r.redirect_url)
+    sb:config{ sca = { approach = "embedded" } }
+    local bc = support.new_client("berlin-group", { limits = false,
+      profile_overrides = { root = "/xs2a/berlin/1.3", signing = { scheme = "berlin", services = { "PIS" } } } }, sb)
+    local p = assert(bc:initiate_payment("sepa-credit-transfers", single("berlin", "0.35"), PSU))
+    walk(assert(bc:create_signing_basket({ paymentIds = { p.id } }, PSU)))
+  end)
+
   it("berlin: redirect approach with the authorisation confirmation", function()
     sb:config{ sca = { approach = "redirect" } }
     local c = client("berlin")
@@ -238,6 +286,22 @@ describe("OpenAPI 1.3.11 conformance #network", function()
       report.valid, report.total, report.patched_oneof))
     if os.getenv("XS2A_OPENAPI_LIST") then io.stderr:write(table.concat(names, "\n"), "\n") end
     assert.equal(0, #bad, "invalid request types:\n" .. table.concat(bad, "\n"))
+    -- explicit starts (by the API and by flows) carry the redirect URIs the
+    -- spec lists there; the client with nok_redirect_uri sends both
+    local starts, noks = 0, 0
+    for line in io.lines(sb.prefix .. "/logs/requests.jsonl") do
+      local r = sandbox.json.decode(line)
+      if r.method == "POST" and r.path:find("authorisations$") then
+        starts = starts + 1
+        assert.is_string(r.headers["tpp-redirect-uri"], "an explicit start without TPP-Redirect-URI: " .. r.path)
+        if r.headers["tpp-nok-redirect-uri"] then
+          noks = noks + 1
+          assert.equal("https://tpp.example/nok", r.headers["tpp-nok-redirect-uri"])
+        end
+      end
+    end
+    assert.is_true(starts >= 10, "explicit starts recorded: " .. starts)
+    assert.is_true(noks >= 1, "no explicit start carried TPP-Nok-Redirect-URI")
     -- the kinds of request the client can send, each exercised at least once
     local want = {
       "POST /v1/consents", "GET /v1/consents/{consentId}", "GET /v1/consents/{consentId}/status",
@@ -247,7 +311,13 @@ describe("OpenAPI 1.3.11 conformance #network", function()
       "GET /v1/signing-baskets/{basketId}", "GET /v1/signing-baskets/{basketId}/status",
       "DELETE /v1/signing-baskets/{basketId}",
       "(update PSU authentication)", "(select SCA method)", "(transaction authorisation)",
-      "(authorisation confirmation)",
+      "(authorisation confirmation)", "(update PSU identification)", "(start)",
+      "GET /v1/consents/{consentId}/authorisations", "GET /v1/consents/{consentId}/authorisations/{authorisationId}",
+      "/{paymentId}/authorisations/{authorisationId} [",
+      "GET /v1/{payment-service}/{payment-product}/{paymentId}/cancellation-authorisations [",
+      "PUT /v1/{payment-service}/{payment-product}/{paymentId}/cancellation-authorisations/{authorisationId}",
+      "GET /v1/signing-baskets/{basketId}/authorisations", "PUT /v1/signing-baskets/{basketId}/authorisations/",
+      "georgia PUT /v1/consents/{consentId}/authorisations/{authorisationId} (update PSU identification)",
     }
     for _, service in ipairs(SERVICES) do
       for _, v in ipairs({ "berlin", "georgia" }) do
@@ -259,7 +329,7 @@ describe("OpenAPI 1.3.11 conformance #network", function()
     for _, w in ipairs(want) do
       local seen = false
       for _, n in ipairs(names) do
-        if n:find(w, 1, true) then seen = true break end
+        if covers(n, w) then seen = true break end
       end
       assert.is_true(seen, "no request of type " .. w .. " was recorded")
     end

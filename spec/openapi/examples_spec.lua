@@ -54,6 +54,37 @@ local CALLS = {
   ["GET /v1/signing-baskets/{basketId}"] = function(c) return assert(c:signing_basket("b1")):get() end,
 }
 
+-- the authorisation operations: the resource the path names, then the call
+local function owner(c, path)
+  if path:find("^/v1/consents") then return c:consent("c1") end
+  if path:find("^/v1/signing%-baskets") then return assert(c:signing_basket("b1")) end
+  local p = c:payment("payments", "sepa-credit-transfers", "p1")
+  if path:find("/cancellation%-authorisations") then return p:cancellation() end
+  return p
+end
+
+local UPDATE_FORMS = {
+  { "identification", function(a) return a:identify{ psu_id = "alice" } end },
+  { "PSU authentication", function(a) return a:authenticate("secret") end },
+  { "Select PSU authentication", function(a) return a:select_method("sms") end },
+  { "Transaction authorisation", function(a) return a:authorise_transaction("123456") end },
+  { "Authorisation confirmation", function(a) return a:confirm("c0de") end },
+}
+
+local function authorisation_call(ex)
+  local path = ex.path
+  if not path:find("authorisations") then return nil end
+  local id_path = path:find("{authorisationId}", 1, true)
+  if ex.method == "POST" then return function(c) return owner(c, path):start_authorisation(PSU) end end
+  if ex.method == "GET" and not id_path then return function(c) return owner(c, path):authorisations() end end
+  if ex.method == "GET" then return function(c) return assert(owner(c, path):authorisation("a1")):status() end end
+  for _, f in ipairs(UPDATE_FORMS) do
+    if ex.name:find(f[1], 1, true) then
+      return function(c) return f[2](assert(owner(c, path):authorisation("a1"))) end
+    end
+  end
+end
+
 describe("OpenAPI 1.3.11 example responses", function()
   local examples
 
@@ -68,6 +99,7 @@ describe("OpenAPI 1.3.11 example responses", function()
     local seen = {}
     local c = assert(xs2a.client{
       profile = "berlin-group", base_url = "https://bank.example", qwac = support.identity("qwac"),
+      qseal = support.identity("qseal"),
       redirect_uri = "https://tpp.example/cb", limits = false,
       transport = { request = function(_, req)
         seen[#seen + 1] = req
@@ -82,7 +114,7 @@ describe("OpenAPI 1.3.11 example responses", function()
     local read, mismatched, xml, untested = 0, 0, 0, {}
     for _, ex in ipairs(examples) do
       local op = ex.method .. " " .. ex.path
-      local call = CALLS[op]
+      local call = CALLS[op] or authorisation_call(ex)
       if ex.media ~= "application/json" then
         xml = xml + 1
       elseif not call then
@@ -108,7 +140,7 @@ describe("OpenAPI 1.3.11 example responses", function()
     io.stderr:write(string.format("\nOpenAPI examples: %d read, %d documented mismatch, %d XML (not asked for), "
       .. "%d not covered here\n", read, mismatched, xml, #untested))
     if os.getenv("XS2A_OPENAPI_LIST") then io.stderr:write(table.concat(untested, "\n"), "\n") end
-    assert.is_true(read >= 30)
+    assert.equal(0, #untested, "examples without a client call:\n" .. table.concat(untested, "\n"))
     assert.equal(1, mismatched)
   end)
 end)

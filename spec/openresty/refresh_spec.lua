@@ -8,8 +8,9 @@ local helper = require "helper"
 local harness = require "openresty.harness"
 local sandbox = require "support.sandbox"
 local psu = require "support.psu"
-local oauth_skew = 60      -- xs2a.oauth.SKEW: refresh when the token expires within this
-local token_ttl = oauth_skew + 4
+local oauth_skew = 60      -- xs2a.oauth.SKEW: refresh when the token expires within this...
+local token_ttl = 16       -- ...but at most within a quarter of the token's lifetime
+local margin = math.min(oauth_skew, token_ttl * require("xs2a.sca.tokens").MARGIN_FRACTION)
 
 describe("#openresty token refresh from several workers", function()
   local ng, sb, base, consent_id
@@ -59,8 +60,8 @@ describe("#openresty token refresh from several workers", function()
     consent_id = start.consent_id
     assert.equal(1, token_posts())   -- the code exchange
 
-    -- wait until the token is inside the refresh window (expires within SKEW)
-    repeat harness.sleep(0.25) until os.time() >= issued + (token_ttl - oauth_skew) + 1
+    -- wait until the token is inside the refresh window (expires within the margin)
+    repeat harness.sleep(0.25) until os.time() >= issued + (token_ttl - margin) + 1
 
     local n = 12
     local answers = ng:call_all("openresty.cases.client", "accounts",

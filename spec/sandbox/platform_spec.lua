@@ -425,10 +425,13 @@ describe("sandbox platform", function()
         ["X-Request-ID"] = rid, ["PSU-IP-Address"] = "192.0.2.10",
         ["Digest"] = digest_header(body), ["Content-Type"] = "application/json",
       }
-      local pars = opts.pars or { "(request-target)", "host", "x-request-id", "psu-ip-address", "digest" }
+      -- the strict rule: content-type and content-length are sent, so signed
+      local pars = opts.pars or { "(request-target)", "host", "x-request-id", "content-type", "content-length",
+        "psu-ip-address", "digest" }
       local values = {
         ["(request-target)"] = "post " .. path, host = "127.0.0.1:" .. sb.port,
         ["x-request-id"] = rid, ["psu-ip-address"] = h["PSU-IP-Address"], digest = h.Digest,
+        ["content-type"] = "application/json", ["content-length"] = tostring(#body),
       }
       local lines = {}
       for i, n in ipairs(pars) do lines[i] = n .. ": " .. values[n] end

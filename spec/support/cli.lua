@@ -102,7 +102,7 @@ function Running:wait_for(pattern, timeout)
     local err = proc.read_all(self.base .. ".err") or ""
     local m = err:match(pattern)
     if m then return m end
-    if proc.read_all(self.base .. ".rc") then return nil, err end
+    if (proc.read_all(self.base .. ".rc") or ""):match("^%d+%s") then return nil, err end
     sleep(0.1)
   until os.time() > deadline
   return nil, proc.read_all(self.base .. ".err")
@@ -115,7 +115,8 @@ function Running:finish(timeout)
   local deadline = os.time() + (timeout or 60)
   local rc
   repeat
-    rc = proc.read_all(self.base .. ".rc")
+    -- the shell creates the file before it writes the status: wait for the digits
+    rc = (proc.read_all(self.base .. ".rc") or ""):match("^(%d+)%s")
     if not rc then sleep(0.1) end
   until rc or os.time() > deadline
   local out, err = proc.read_all(self.base .. ".out") or "", proc.read_all(self.base .. ".err") or ""

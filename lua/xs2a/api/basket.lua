@@ -8,6 +8,7 @@ local errors = require "xs2a.errors"
 local url = require "xs2a.net.url"
 local tables = require "xs2a.tables"
 local resource = require "xs2a.api.resource"
+local authorisation = require "xs2a.api.authorisation"
 
 local type, tostring, setmetatable = type, tostring, setmetatable
 local request, psu_from, tpp_headers, need_string, approach_of, start_flow = resource.request, resource.psu_from,
@@ -107,14 +108,21 @@ function Basket:ref()
     status = self.last_status }
 end
 
---- A basket object for a known id (no request is made).
+-- The authorisation API of the basket (`xs2a.api.authorisation`):
+-- `authorisations()`, `authorisation(id)`, `start_authorisation(opts)`.
+authorisation.methods_for(Basket)
+
+--- A basket object for a known id (no request is made), like
+-- `client:consent(id, opts)`: `opts.links` (the `_links` of an earlier
+-- answer, e.g. `scaOAuth`), `opts.status`, the PSU options.
 function _M.new(client, id, opts)
   local ok, berr = need_baskets(client)
   if not ok then return nil, berr end
   need_string(id, "basket id")
   local idok, iderr = resource.check_id(id, "basket id")
   if not idok then return nil, iderr end
-  return new_basket(client, id, { psu = psu_from(opts or {}) })
+  opts = opts or {}
+  return new_basket(client, id, { psu = psu_from(opts), links = opts.links, status = opts.status })
 end
 
 _M.from_fields = new_basket

@@ -29,6 +29,7 @@ local url = require "xs2a.net.url"
 local tables = require "xs2a.tables"
 local resource = require "xs2a.api.resource"
 local paging = require "xs2a.api.paging"
+local authorisation = require "xs2a.api.authorisation"
 local date = require "xs2a.net.date"
 
 local type, tostring, tonumber, pairs, setmetatable, select = type, tostring, tonumber, pairs, setmetatable, select
@@ -175,6 +176,10 @@ Consent.current_status = resource.status
 --- `DELETE /v1/consents/{id}` (the consent becomes terminatedByTpp).
 -- @return true or nil, err
 Consent.delete = resource.delete
+
+-- The authorisation API of the consent (`xs2a.api.authorisation`):
+-- `authorisations()`, `authorisation(id)`, `start_authorisation(opts)`.
+authorisation.methods_for(Consent)
 
 --- Starts the SCA flow of this consent (see `xs2a.flow`).
 function Consent:authorise(opts)

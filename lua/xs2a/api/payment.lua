@@ -12,6 +12,7 @@ local errors = require "xs2a.errors"
 local url = require "xs2a.net.url"
 local tables = require "xs2a.tables"
 local resource = require "xs2a.api.resource"
+local authorisation = require "xs2a.api.authorisation"
 
 local type, tostring, setmetatable = type, tostring, setmetatable
 local request, psu_from, tpp_headers, need_string, approach_of, start_flow = resource.request, resource.psu_from,
@@ -211,6 +212,20 @@ function Cancellation:ref()
   r.kind = "cancellation"
   r.cancel_links = tables.copy(self.links)
   return r
+end
+
+-- The authorisation API of payments and of their cancellations
+-- (`xs2a.api.authorisation`): `authorisations()`, `authorisation(id)`,
+-- `start_authorisation(opts)`; on a cancellation they address
+-- `.../cancellation-authorisations`.
+authorisation.methods_for(Payment)
+authorisation.methods_for(Cancellation)
+
+--- The payment's cancellation as a resource of its own, for the
+-- authorisation API (`payment:cancellation():start_authorisation(opts)`).
+-- @return Cancellation
+function Payment:cancellation()
+  return new_cancellation(self, self.cancel_links)
 end
 
 --- Starts the SCA flow of the cancellation (after `cancel()` answered 202).

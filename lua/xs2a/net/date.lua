@@ -46,9 +46,10 @@ function _M.parse_http(s)
   return timegm(tonumber(y), MONTH_NO[mon], tonumber(d), tonumber(h), tonumber(mi), tonumber(sec))
 end
 
+local last_sec, last_http          -- the current second's text, made once
+
 --- Formats epoch seconds (default: now) as an IMF-fixdate
 -- (`Sun, 06 Nov 1994 08:49:37 GMT`), locale independent.
-local last_sec, last_http          -- the current second's text, made once
 function _M.http(t)
   if t == nil then
     local sec = os.time()

@@ -219,14 +219,19 @@ function Flow:_psu(extra)
   return psu
 end
 
--- a request on behalf of the resource's service, PSU headers included
+-- a request on behalf of the resource's service, PSU headers included. A
+-- POST starts an authorisation: it carries TPP-Redirect-URI and
+-- TPP-Nok-Redirect-URI, as the spec lists them there.
 function Flow:_request(method, href, body, psu_extra)
+  local redirect = method == "POST"
   local req = {
     method = method,
     service = self.resource.service,
     psu = self:_psu(psu_extra),
     body = body,
     idempotent = method == "GET",
+    redirect = redirect or nil,
+    redirect_uri = redirect and self:_opt("redirect_uri", nil) or nil,
   }
   if href:sub(1, 1) == "/" and self.resource.authorisations_path == href then
     req.path = href
@@ -291,6 +296,7 @@ function Flow:_route(links, body, implicit)
       { sca_status = sca, authorisation_id = d.auth_id })
   end
   if sca == "finalised" or sca == "exempted" then
+    if d.pending then d.level = d.level + 1 end   -- one more PSU authorised
     d.pending = false
     d.phase = "poll"
   elseif L.scaOAuth then
@@ -389,13 +395,28 @@ function phases.start(self)
   return self:_route(L, nil, true)
 end
 
-function phases.start_auth(self)
+-- The PSU of the authorisation being opened. Multilevel SCA: after the
+-- first PSU, the next one must be named (`flow:next{ psu_id = "bob" }`);
+-- the first PSU's id is never sent again.
+function Flow:_level_psu(input)
+  local d = self.d
+  if input and type(input.psu_id) == "string" then d.next_psu = input.psu_id end
+  if d.level == 0 then return d.next_psu or (self.resource.psu and self.resource.psu.id) end
+  return d.next_psu
+end
+
+function phases.start_auth(self, input)
   local d = self.d
   local href = d.links.startAuthorisation or self.resource.authorisations_path
   if not href then
     return nil, sca_error("SCA_FAILED", "flow: no way to start an authorisation")
   end
-  local res, err = self:_request("POST", href, {})
+  local psu_id = self:_level_psu(input)
+  if d.level > 0 and not psu_id and d.approach == "decoupled" then
+    -- the decoupled approach pushes to the PSU's app: the bank must know who
+    return { kind = "credentials", need = "psu_id", approach = d.approach, level = d.level + 1 }
+  end
+  local res, err = self:_request("POST", href, {}, { id = psu_id or false })
   if not res then return nil, set_terminal(err, false) end
   d.pending = true
   local body = body_of(res) or {}
@@ -405,8 +426,8 @@ end
 
 function phases.identify(self, input)
   local d = self.d
-  local psu_id = input and input.psu_id or (self.resource.psu and self.resource.psu.id)
-  if not psu_id then return { kind = "credentials", need = "psu_id" } end
+  local psu_id = self:_level_psu(input)
+  if not psu_id then return { kind = "credentials", need = "psu_id", level = d.level + 1 } end
   local href, method = d.links.updatePsuIdentification, "PUT"
   if not href then href, method = d.links.startAuthorisationWithPsuIdentification, "POST" end
   local res, err = self:_request(method, href, {}, { id = psu_id })
@@ -419,13 +440,13 @@ end
 function phases.credentials(self, input)
   local d = self.d
   if not (input and type(input.password) == "string") then
-    return { kind = "credentials", approach = d.approach }
+    return { kind = "credentials", approach = d.approach, level = d.level + 1 }
   end
-  local psu_id = input.psu_id or (self.resource.psu and self.resource.psu.id)
+  local psu_id = self:_level_psu(input)
   local href, method = d.links.updatePsuAuthentication, "PUT"
   if not href then href, method = d.links.startAuthorisationWithPsuAuthentication, "POST" end
   local res, err = self:_request(method, href, { psuData = { password = input.password } },
-    psu_id and { id = psu_id } or nil)
+    { id = psu_id or false })
   if not res then
     if method == "PUT" then return self:_refused(err, href) end
     return nil, set_terminal(err, false)
@@ -487,6 +508,7 @@ function phases.decoupled(self)
   end
   if sca == "finalised" or sca == "exempted" then
     d.pending = false
+    d.level = d.level + 1
     d.phase = "poll"
     self:_begin_wait()
     return
@@ -551,7 +573,15 @@ function phases.oauth_wait(self, input)
   if not q then return nil, err end
   local meta, merr = oauth.metadata(self.client, d.meta_url)
   if not meta then return nil, set_terminal(merr, false) end
-  local rec, xerr = oauth.exchange_code(self.client, meta, self.resource.token_key, q.code, d.verifier, d.redirect_uri)
+  -- mix-up defence (RFC 9207): a response from another issuer ends the flow
+  -- before its code goes anywhere
+  local iss_ok, iss_err = oauth.check_iss(meta, q.iss)
+  if not iss_ok then
+    self:_log("flow.issuer_mismatch", {})
+    return nil, set_terminal(iss_err, true)
+  end
+  local rec, xerr = oauth.exchange_code(self.client, meta, self.resource.token_key, q.code, d.verifier,
+    d.redirect_uri, d.meta_url)
   if not rec then
     -- an answer from the token endpoint (the code is single-use) ends the
     -- flow; a transport failure may be retried with the same callback
@@ -614,7 +644,7 @@ function phases.poll(self)
   if PARTIAL[status] and not d.pending then
     -- multilevel SCA: the next PSU authorises on a new sub-resource
     d.links = { startAuthorisation = r.authorisations_path or d.links.startAuthorisation }
-    d.state, d.verifier, d.url = nil, nil, nil
+    d.state, d.verifier, d.url, d.next_psu, d.auth_id = nil, nil, nil, nil, nil
     d.phase = "start_auth"
     return
   end

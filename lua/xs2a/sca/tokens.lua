@@ -17,8 +17,15 @@ local type, tostring, tonumber, pcall, error = type, tostring, tonumber, pcall, 
 
 local _M = {}
 
---- Seconds before expiry at which an access token is refreshed proactively.
+--- Seconds before expiry at which an access token is refreshed proactively,
+-- unless the client sets `oauth = { refresh_margin = seconds }`.
 _M.SKEW = 60
+--- The margin is at most this fraction of the token's lifetime: a 20 s
+-- token is refreshed in its last 5 s, not on every call.
+_M.MARGIN_FRACTION = 0.25
+--- Called as `on_as_failure(client, meta_url)` when a call to the AS fails
+-- (set by `xs2a.sca.oauth`: it drops the cached metadata).
+_M.on_as_failure = nil
 --- How long a refresh may hold the lock, and how long others wait for it (seconds).
 _M.LOCK_TTL = 30
 
@@ -31,11 +38,13 @@ local function sleep(client, s)
   return parallel.sleep(s)
 end
 
+-- logs through the client when it has a logger; never raises
 local function log(client, level, event, fields)
   if client and type(client.log) == "function" then
     pcall(client.log, client, level, event, fields or {})
   end
 end
+_M.log = log
 
 --- The store key of a token record.
 -- @tparam string token_key e.g. the resource's `token_key`
@@ -110,10 +119,11 @@ local function write_record(client, token_key, rec)
 end
 
 -- POSTs a form to the token endpoint; returns the decoded token response.
-local function token_request(client, endpoint, form, what)
+-- `allow_foreign`: the caller checked that the endpoint's origin is trusted.
+local function token_request(client, endpoint, form, what, allow_foreign)
   local res, err = pipeline.request(client, {
     method = "POST", url = endpoint, form = form, service = "OAUTH",
-    headers = { Accept = "application/json" }, idempotent = false,
+    headers = { Accept = "application/json" }, idempotent = false, allow_foreign = allow_foreign,
   })
   if not res then return nil, err end
   local body = res.json
@@ -139,17 +149,51 @@ end
 
 local function record_from(body, endpoint, old)
   local expires_in = tonumber(body.expires_in)
+  local t = now()
   return {
     access_token = body.access_token,
     -- rotation: a new refresh token replaces the old one; none keeps the old
     refresh_token = (type(body.refresh_token) == "string" and body.refresh_token ~= "")
       and body.refresh_token or (old and old.refresh_token) or nil,
     token_type = "Bearer",
-    expires_at = expires_in and (now() + expires_in) or nil,
+    expires_at = expires_in and (t + expires_in) or nil,
+    expires_in = expires_in,                 -- the lifetime the AS gave (caps the refresh margin)
     scope = type(body.scope) == "string" and body.scope or (old and old.scope) or nil,
     token_endpoint = endpoint,
-    obtained_at = now(),
+    obtained_at = t,
+    -- where the tokens came from: the metadata and the origins it made trusted
+    meta_url = old and old.meta_url or nil,
+    as_origins = old and old.as_origins or nil,
   }
+end
+
+local function origin_of(u)
+  return type(u) == "string" and u:lower():match("^(https://[^/?#]+)") or nil
+end
+
+-- true when a refresh may go to `endpoint`: the bank's origin, an origin the
+-- client option `oauth.trusted_origins` lists, or one the AS metadata named
+-- when the tokens were obtained (`rec.as_origins`)
+local function endpoint_trusted(client, rec, endpoint)
+  local o = origin_of(endpoint)
+  if not o then return false end
+  if o == origin_of(client.origin) then return true end
+  local conf = type(client.oauth) == "table" and client.oauth.trusted_origins or {}
+  for _, list in ipairs({ conf, rec.as_origins or {} }) do
+    for _, t in ipairs(list) do
+      if origin_of(t) == o then return true end
+    end
+  end
+  return false
+end
+
+--- The refresh margin of a record for `client` (seconds).
+function _M.margin(client, rec)
+  local m = type(client.oauth) == "table" and tonumber(client.oauth.refresh_margin) or _M.SKEW
+  local life = tonumber(rec.expires_in)
+    or (rec.expires_at and rec.obtained_at and (rec.expires_at - rec.obtained_at))
+  if life and life > 0 and m > life * _M.MARGIN_FRACTION then m = life * _M.MARGIN_FRACTION end
+  return m
 end
 
 _M.token_request = token_request
@@ -226,11 +270,16 @@ function _M.refresh(client, token_key, stale, opts)
         return nil, new_error{ kind = "sca", code = "TOKEN_EXPIRED",
           message = "oauth: token record has no usable token_endpoint" }
       end
+      if not endpoint_trusted(client, rec, endpoint) then
+        unlock()
+        return nil, errors.protocol("oauth: refusing a token endpoint on an untrusted origin ("
+          .. tostring(origin_of(endpoint)) .. ")", nil, "FOREIGN_LINK")
+      end
       local ok, body, err = pcall(token_request, client, endpoint, {
         grant_type = "refresh_token",
         refresh_token = rec.refresh_token,
         client_id = client.client_id,
-      }, "refresh")
+      }, "refresh", true)
       if not ok then
         unlock()
         error(body, 0)
@@ -242,6 +291,7 @@ function _M.refresh(client, token_key, stale, opts)
         if type(err) == "table" and err.code == "invalid_grant" then
           store:delete(key)
         end
+        if rec.meta_url and _M.on_as_failure then pcall(_M.on_as_failure, client, rec.meta_url) end
         unlock()
         log(client, "warn", "oauth.refresh", { result = "failed", code = type(err) == "table" and err.code or nil })
         return nil, err
@@ -269,13 +319,13 @@ function _M.refresh(client, token_key, stale, opts)
 end
 
 --- The usable access token of `token_key`, refreshed first when it expires
--- within `SKEW` seconds.
+-- within the client's refresh margin (`margin`).
 -- @return access_token | nil (no token) | nil, err (refresh failed)
 function _M.access_token(client, token_key, opts)
   local rec, rerr = read_record(client, token_key)
   if rerr then return nil, rerr end
   if not rec then return nil end
-  local skew = (opts and opts.skew) or _M.SKEW
+  local skew = (opts and opts.skew) or _M.margin(client, rec)
   if not rec.expires_at or rec.expires_at - now() > skew then
     return rec.access_token
   end

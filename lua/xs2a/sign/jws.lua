@@ -105,6 +105,14 @@ function jws_mt:sign(msg)
     return nil, "sign.jws: the message has no X-Request-ID header"
   end
   header_set(headers, "Digest", digest_value(self.digest, msg.body))
+  if not self.response then
+    -- the rule covers Content-Length whenever the request sends one, and
+    -- both transports send it for a body and for a bodiless POST/PUT/PATCH
+    -- (as 0): set it here, before signing, with the value they will send
+    local m = msg.method or "GET"
+    local cl = msg.body and #msg.body or ((m == "POST" or m == "PUT" or m == "PATCH") and 0 or nil)
+    if cl then header_set(headers, "Content-Length", tostring(cl)) end
+  end
   local pars
   if self.response then
     pars = { "(response-status)", "x-request-id" }

@@ -327,7 +327,7 @@ local function verify_jws(ctx, route, ca_pem)
   -- strict rule (xs2a-reference 4.2): every header of the covered set that
   -- the request carries is signed; an unsigned Content-Length could be
   -- changed on the way without breaking the signature
-  for _, name in ipairs(sc.jws_strict and JWS_COVERED or {}) do
+  for _, name in ipairs(sc.jws_strict == false and {} or JWS_COVERED) do
     if h[name] ~= nil and not listed[name] then
       return invalid("sigD.pars must include " .. name .. " (the request sends it)")
     end
