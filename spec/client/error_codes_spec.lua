@@ -79,10 +79,22 @@ describe("error codes #network", function()
     end)
   end)
 
-  local function qwac_fingerprint()
-    local out = proc.output("openssl x509 -noout -fingerprint -sha256 -in " .. proc.quote(sb.pki .. "/qwac.pem"))
+  local function fingerprint(name)
+    local out = proc.output("openssl x509 -noout -fingerprint -sha256 -in " .. proc.quote(sb.pki .. "/" .. name))
     return (out:match("=([%x:]+)"):gsub(":", ""))
   end
+  local function qwac_fingerprint() return fingerprint("qwac.pem") end
+
+  it("401 CERTIFICATE_REVOKED for a signed payment whose QSealC is on the revoked list", function()
+    sb:config{ certificates = { revoked = { fingerprint("qseal.pem") } } }
+    each_variant(function(v, c)
+      local p, err = c:initiate_payment(product(v), payment_body(v), { psu = PSU })
+      assert.is_nil(p)
+      typed(err, 401, "CERTIFICATE_REVOKED")
+      -- AIS is not signed: the QWAC still works
+      assert.truthy(c:create_consent(support.consent_body(), { psu = PSU }))
+    end)
+  end)
 
   for _, case in ipairs{ { "revoked", "CERTIFICATE_REVOKED" }, { "blocked", "CERTIFICATE_BLOCKED" } } do
     it("401 " .. case[2] .. " for a QWAC on the configured " .. case[1] .. " list", function()
