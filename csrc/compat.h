@@ -121,14 +121,4 @@ static inline int xs2a_isinteger(lua_State *L, int idx) {
 }
 #endif
 
-#include <openssl/opensslv.h>
-#if OPENSSL_VERSION_NUMBER < 0x10101000L
-#error "lua-xs2a needs OpenSSL 1.1.1 or newer"
-#endif
-/* OpenSSL 1.1.1 has no EVP_PKEY_eq (3.0); its EVP_PKEY_cmp has the same
- * answers (1 equal, 0 different, -1 other types, -2 cannot compare). */
-#if OPENSSL_VERSION_NUMBER < 0x30000000L
-#define EVP_PKEY_eq(a, b) EVP_PKEY_cmp((a), (b))
-#endif
-
 #endif

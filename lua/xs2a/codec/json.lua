@@ -29,7 +29,8 @@
 local cjson = require "cjson"
 
 local type, pairs, next, rawget, rawlen = type, pairs, next, rawget, rawlen or function(t) return #t end
-local setmetatable, getmetatable, pcall, tostring, ipairs = setmetatable, getmetatable, pcall, tostring, ipairs
+local setmetatable, getmetatable, pcall, tostring, ipairs, tonumber = setmetatable, getmetatable, pcall, tostring,
+  ipairs, tonumber
 local str_format, str_byte, str_find = string.format, string.byte, string.find
 local str_gsub = string.gsub
 local tbl_concat, tbl_sort = table.concat, table.sort
@@ -87,6 +88,11 @@ local function encode_number(n)
   if n == math_huge or n == -math_huge then error("cannot encode an infinite number", 0) end
   if math_floor(n) == n and n >= -2^53 and n <= 2^53 then
     return str_format("%d", n)
+  end
+  -- the shortest of %.14g .. %.17g that reads back as the same number
+  for digits = 14, 16 do
+    local text = str_format("%." .. digits .. "g", n)
+    if tonumber(text) == n then return text end
   end
   return str_format("%.17g", n)
 end

@@ -27,8 +27,8 @@ local date = require "xs2a.net.date"
 local pipeline = require "xs2a.pipeline"
 local tokens = require "xs2a.sca.tokens"
 
-local type, tonumber, tostring, ipairs, pairs, assert, error, setmetatable, pcall =
-  type, tonumber, tostring, ipairs, pairs, assert, error, setmetatable, pcall
+local type, tonumber, tostring, ipairs, pairs, assert, error, setmetatable =
+  type, tonumber, tostring, ipairs, pairs, assert, error, setmetatable
 
 local _M = {}
 
@@ -45,11 +45,7 @@ local new_error = errors.make
 local https = tokens.https
 local token_request, record_from, write_record = tokens.token_request, tokens.record_from, tokens.write_record
 
-local function log(client, level, event, fields)
-  if client and type(client.log) == "function" then
-    pcall(client.log, client, level, event, fields or {})
-  end
-end
+local log = tokens.log
 
 --- Percent-encodes a string for a URL query or a form body (RFC 3986 unreserved kept).
 _M.urlencode = url_mod.escape

@@ -38,11 +38,13 @@ local function sleep(client, s)
   return parallel.sleep(s)
 end
 
+-- logs through the client when it has a logger; never raises
 local function log(client, level, event, fields)
   if client and type(client.log) == "function" then
     pcall(client.log, client, level, event, fields or {})
   end
 end
+_M.log = log
 
 --- The store key of a token record.
 -- @tparam string token_key e.g. the resource's `token_key`

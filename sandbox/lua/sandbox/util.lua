@@ -1,25 +1,24 @@
 --- Small helpers shared by the sandbox platform and the bank handlers.
--- JSON: decoding goes through cjson; encoding is our own so that arrays can
--- be forced (`util.array(t)`, empty or not) and key order is stable.
-local cjson = require "cjson.safe"
+-- JSON: the library's one codec (xs2a.codec.json: cjson to decode, its own
+-- encoder so that arrays can be forced with `util.array(t)`, empty or not,
+-- and key order is stable).
+local json = require "xs2a.codec.json"
 
 local byte, char, concat, floor, format = string.byte, string.char, table.concat, math.floor, string.format
-local type, pairs, next, tostring, sort = type, pairs, next, tostring, table.sort
+local type, pairs = type, pairs
 
 local _M = {}
 
 --- The JSON null value (the same sentinel cjson decodes `null` to).
-_M.null = cjson.null
+_M.null = json.null
 
-local array_mt = { __name = "sandbox.array" }
-_M.array_mt = array_mt
+_M.array_mt = json.array_mt
+local array_mt = json.array_mt
 
 --- Marks `t` (default a new table) so that it encodes as a JSON array.
 -- @param t table or nil
 -- @return t
-function _M.array(t)
-  return setmetatable(t or {}, array_mt)
-end
+_M.array = json.array
 
 --- True when `t` encodes as a JSON array.
 function _M.is_array(t)
@@ -35,92 +34,13 @@ function _M.is_array(t)
   return count == n
 end
 
-local escapes = {
-  ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
-  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
-}
-
-local function escape_char(c)
-  return escapes[c] or format("\\u%04x", byte(c))
-end
-
-local function encode_string(s)
-  return '"' .. s:gsub('[%c"\\]', escape_char) .. '"'
-end
-
-local encode
-
-local function encode_table(t, out, depth)
-  if depth > 64 then error("json_encode: nesting too deep", 0) end
-  if _M.is_array(t) then
-    out[#out + 1] = "["
-    for i = 1, #t do
-      if i > 1 then out[#out + 1] = "," end
-      encode(t[i], out, depth + 1)
-    end
-    out[#out + 1] = "]"
-    return
-  end
-  local keys = {}
-  for k in pairs(t) do
-    if type(k) ~= "string" and type(k) ~= "number" then
-      error("json_encode: cannot encode a " .. type(k) .. " key", 0)
-    end
-    keys[#keys + 1] = tostring(k)
-  end
-  sort(keys)
-  out[#out + 1] = "{"
-  for i, k in ipairs(keys) do
-    local v = t[k]
-    if v == nil then v = t[tonumber(k)] end
-    if i > 1 then out[#out + 1] = "," end
-    out[#out + 1] = encode_string(k)
-    out[#out + 1] = ":"
-    encode(v, out, depth + 1)
-  end
-  out[#out + 1] = "}"
-end
-
-encode = function(v, out, depth)
-  local tv = type(v)
-  if tv == "string" then
-    out[#out + 1] = encode_string(v)
-  elseif tv == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then
-      out[#out + 1] = "null"
-    elseif floor(v) == v and v > -2^53 and v < 2^53 then
-      out[#out + 1] = format("%d", v)
-    else
-      out[#out + 1] = format("%.14g", v)
-    end
-  elseif tv == "boolean" then
-    out[#out + 1] = v and "true" or "false"
-  elseif v == nil or v == _M.null then
-    out[#out + 1] = "null"
-  elseif tv == "table" then
-    encode_table(v, out, depth)
-  else
-    error("json_encode: cannot encode a " .. tv, 0)
-  end
-end
-
 --- Encodes a Lua value as JSON.
 -- @return string, or nil and a message for values JSON cannot hold
-function _M.json_encode(v)
-  local out = {}
-  local ok, err = pcall(encode, v, out, 0)
-  if not ok then return nil, err end
-  return concat(out)
-end
+_M.json_encode = json.encode
 
 --- Decodes JSON text.
 -- @return value, or nil and a message
-function _M.json_decode(s)
-  if type(s) ~= "string" then return nil, "json_decode: not a string" end
-  local v, err = cjson.decode(s)
-  if v == nil and err then return nil, "json_decode: " .. err end
-  return v
-end
+_M.json_decode = json.decode
 
 --- `n` random bytes (libcrypto's RAND_bytes).
 function _M.random_bytes(n)
