@@ -44,6 +44,7 @@ build = {
     lua = {
       ["xs2a"] = "lua/xs2a/init.lua",
       ["xs2a.api"] = "lua/xs2a/api/init.lua",
+      ["xs2a.api.authorisation"] = "lua/xs2a/api/authorisation.lua",
       ["xs2a.api.basket"] = "lua/xs2a/api/basket.lua",
       ["xs2a.api.consent"] = "lua/xs2a/api/consent.lua",
       ["xs2a.api.funds"] = "lua/xs2a/api/funds.lua",
