@@ -46,13 +46,29 @@ describe("lua-xs2a-scm-1.rockspec", function()
     for name, file in pairs(spec.build.install.lua) do by_file[file] = name end
     for _, f in ipairs(lines("find lua/xs2a -name '*.lua' | sort")) do
       local want = f:gsub("^lua/", ""):gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
-      assert.are.equal(want, by_file[f], f .. " is missing from the rockspec")
+      assert.are.equal(want, by_file[f], f .. " is missing from the rockspec (sh scripts/gen-rockspec-modules)")
     end
     for file in pairs(by_file) do
       assert.is_true(io.open(file) ~= nil, file .. " is listed but does not exist")
     end
     assert.are.equal("xs2a.sandbox.psu", by_file["examples/psu_browser.lua"])
     assert.are.equal("bin/xs2a", spec.build.install.bin.xs2a)
+  end)
+
+  it("`make install` installs the modules, the core, the command and the scripted PSU", function()
+    local dest = os.tmpname()
+    os.remove(dest)
+    finally(function() os.execute("rm -rf '" .. dest .. "'") end)
+    assert.is_truthy(os.execute("make -s install DESTDIR='" .. dest .. "' PREFIX=/usr/local > /dev/null 2>&1"))
+    local root = dest .. "/usr/local"
+    for _, f in ipairs({ "/bin/xs2a", "/lib/lua/5.4/xs2a/core.so", "/share/lua/5.4/xs2a/init.lua",
+        "/share/lua/5.4/xs2a/store/file.lua", "/share/lua/5.4/xs2a/sandbox/psu.lua" }) do
+      assert.is_true(io.open(root .. f) ~= nil, f .. " not installed")
+    end
+    local out = lines(("LUA_PATH='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua;;' "
+      .. "LUA_CPATH='%s/lib/lua/5.4/?.so;;' %s/bin/xs2a cert %s 2>&1"):format(root, root, root, root,
+      helper.pki("qwac.pem")))
+    assert.matches("^organisation%s+Example TPP UAB$", out[2] or "")
   end)
 
   it("`luarocks make` installs offline into a tree where require 'xs2a' loads #slow", function()

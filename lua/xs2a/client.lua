@@ -221,7 +221,11 @@ local RETRY_FIELDS = { max_attempts = count, base_delay = non_negative, max_dela
   max_retry_after = non_negative }
 local TIMEOUT_FIELDS = { connect = positive, total = positive }
 local LIMIT_FIELDS = {
-  per_second = positive, per_hour = positive, concurrent = count, max_wait = non_negative, margin = non_negative,
+  -- `false` switches one limit off (as in profiles)
+  per_second = function(v) if v ~= false then return positive(v) end end,
+  per_hour = function(v) if v ~= false then return positive(v) end end,
+  concurrent = function(v) if v ~= false then return count(v) end end,
+  max_wait = non_negative, margin = non_negative,
   headroom = function(v) if not is_num(v, 0) or v == 0 or v > 1 then return "must be in (0, 1]" end end,
 }
 

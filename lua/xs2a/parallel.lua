@@ -20,9 +20,9 @@
 -- thousands of waiting tasks cost the scheduler O(log n) per wake-up, not a
 -- scan of every task.
 --
--- A coroutine created by the function itself (for example inside a flow) is
--- not scheduled: requests made from it block until they finish (correct, just
--- not overlapping).
+-- A coroutine created by the function itself is not scheduled: requests
+-- made from it block until they finish (correct, just not overlapping).
+-- SCA flows keep no such coroutine: their polling sleeps yield here.
 -- @module xs2a.parallel
 local core = require "xs2a.core"
 

@@ -123,6 +123,39 @@ describe("xs2a command #network", function()
       assert.equal(1, sent_since(mark, "POST /xs2a/berlin/1.3/oauth/token"))
     end)
 
+    it("ignores a stray request on the loopback with a wrong state, and takes the real callback", function()
+      local h = cli.start({ "consent", "create", "--state-dir", dir .. "/stray" }, env)
+      local url = assert(h:wait_for("\n(https://[^\n]+)\n", 30))
+      local port = assert(url:match("redirect_uri=http%%3A%%2F%%2F127%.0%.0%.1%%3A(%d+)%%2Fcallback"))
+      local ok, code = proc.run("curl -s -o /dev/null -w '%{http_code}' --max-time 10 "
+        .. proc.quote("http://127.0.0.1:" .. port .. "/callback?code=forged&state=forged"))
+      assert(ok, code)
+      assert.equal("200", code)
+      assert.truthy(h:wait_for("(Ignored a callback whose state does not match)", 10))
+      local rc, out, err = h:authorise()
+      assert.equal(0, rc, err)
+      assert.matches("^consent %S+: valid ", out)
+    end)
+
+    it("limits a consent to the IBANs given with --accounts", function()
+      local e = cli.env(sb, dir .. "/dedicated")
+      local h = cli.start({ "consent", "create", "--accounts", "LT903500000010001102" }, e)
+      local rc, _, err = h:authorise()
+      assert.equal(0, rc, err)
+      local out
+      rc, out = cli.run({ "accounts", "--json" }, e)
+      assert.equal(0, rc)
+      local list = assert(json.decode(out))
+      assert.equal(1, #list)
+      assert.equal("LT903500000010001102", list[1].iban)
+      rc, out = cli.run({ "consent", "show" }, e)
+      assert.equal(0, rc)
+      local body = assert(json.decode(out))
+      assert.equal("LT903500000010001102", body.access.accounts[1].iban)
+      assert.is_false(body.recurringIndicator)
+      assert.equal(1, body.frequencyPerDay)
+    end)
+
     it("shows the status in words, the consent as JSON, and uses it by default", function()
       local rc, out = cli.run({ "consent", "status" }, env)
       assert.equal(0, rc)
@@ -235,6 +268,20 @@ describe("xs2a command #network", function()
       assert.is_true(tonumber(pages) >= 3)
     end)
 
+    it("runs under Lua 5.1 and LuaJIT too (the rockspec installs it for them)", function()
+      for lua, build in pairs({ ["lua5.1"] = "lua5.1", luajit = "luajit" }) do
+        local e = {}
+        for k, v in pairs(env) do e[k] = v end
+        e.LUA_CPATH = helper.root .. "/build/" .. build .. "/?.so;;"
+        local rc, out, err = cli.run({ "accounts", "--json" }, e, nil, lua)
+        assert.equal(0, rc, lua .. ": " .. err)
+        assert.equal("LT203500000010001101", assert(json.decode(out))[1].iban)
+        rc, out = cli.run({ "transactions", "b-alice-eur", "--from", "2026-01-01" }, e, nil, lua)
+        assert.equal(0, rc, lua)
+        assert.matches("^status,transactionId,", out)
+      end
+    end)
+
     it("refuses a bad date as a usage error, and a wrong account with the bank's error on one line", function()
       local rc, out, err = cli.run({ "transactions", "b-alice-eur", "--from", "2026-13" }, env)
       assert.equal(2, rc)
@@ -325,6 +372,45 @@ describe("xs2a command #network", function()
       assert.matches("settled", st.meaning)
     end)
 
+    it("sets up a standing order (periodic-payments) that ends accepted, and finds it again by id", function()
+      local file = dir .. "/periodic.json"
+      local f = assert(io.open(file, "w"))
+      f:write((assert(json.encode{
+        debtorAccount = { iban = "LT203500000010001101", currency = "EUR" },
+        instructedAmount = { currency = "EUR", amount = "5.00" },
+        creditorAccount = { iban = "LT023500000010002201" }, creditorName = "Bob",
+        remittanceInformationUnstructured = "rent", frequency = "Monthly",
+        startDate = os.date("!%Y-%m-%d", os.time() + 2 * 86400),
+      })))
+      f:close()
+      local h = cli.start({ "pay", file, "--service", "periodic-payments" }, env)
+      local rc, out, err = h:authorise()
+      assert.equal(0, rc, err)
+      local id = out:match("^payment (%S+): ACTC %(authorised and technically valid; not executed yet")
+      assert.is_string(id, out)
+      -- the service and product were kept in the store: no flags needed
+      rc, out = cli.run({ "payment", "status", id }, env)
+      assert.equal(0, rc)
+      assert.matches("^payment " .. id:gsub("%p", "%%%0") .. ": ACTC ", out)
+    end)
+
+    it("explains a rejection with the bank's reason, and exits 1", function()
+      local file = dir .. "/too-much.json"
+      local f = assert(io.open(file, "w"))
+      f:write((assert(json.encode{
+        debtorAccount = { iban = "LT903500000010001102", currency = "EUR" },   -- Alice's pocket money
+        instructedAmount = { currency = "EUR", amount = "99999.00" },
+        creditorAccount = { iban = "LT023500000010002201" }, creditorName = "Bob",
+      })))
+      f:close()
+      local h = cli.start({ "pay", file }, env)
+      local rc, out, err = h:authorise()
+      assert.equal(1, rc)
+      assert.matches("^payment %S+: RJCT %(rejected by the bank; the payment will not be executed "
+        .. "%(reason: Insufficient funds on the debtor account%.%)%)\n$", out)
+      assert.matches("\nxs2a: [^\n]*RJCT\n$", err)
+    end)
+
     it("refuses to pay without a QSealC, as a usage error", function()
       local no_seal = cli.env(sb, dir .. "/state", { XS2A_QSEAL_CERT = false, XS2A_QSEAL_KEY = false })
       local rc, _, err = cli.run({ "pay", dir .. "/payment.json" }, no_seal)
@@ -358,6 +444,40 @@ describe("xs2a command #network", function()
       assert.is_nil(err:find("secret", 1, true))
     end)
 
+    it("takes an encrypted key's passphrase from the environment, never echoing it", function()
+      local enc = cli.env(sb, dir .. "/state", { XS2A_QWAC_KEY = sb.pki .. "/qwac-enc.key" })
+      -- no terminal to ask on and no variable: one line, exit 1
+      local rc, out, err = cli.run({ "consent", "status" }, enc)
+      assert.equal(1, rc)
+      assert.equal("", out)
+      assert.equal("xs2a: QWAC key is encrypted: set XS2A_QWAC_PASSPHRASE (no terminal to ask on)\n", err)
+      enc.XS2A_QWAC_PASSPHRASE = "wrong-secret-words"
+      rc, out, err = cli.run({ "consent", "status" }, enc)
+      assert.equal(1, rc)
+      assert.equal(1, #lines(err))
+      assert.matches("^xs2a: QWAC: ", err)
+      assert.is_nil((out .. err):find("wrong-secret-words", 1, true))
+      enc.XS2A_QWAC_PASSPHRASE = "test-passphrase"
+      rc, out, err = cli.run({ "consent", "status" }, enc)
+      assert.equal(0, rc, err)
+      assert.matches(": valid ", out)
+      assert.is_nil((out .. err):find("test-passphrase", 1, true))
+    end)
+
+    it("takes everything from flags, and says what is missing", function()
+      local bare = { LUA_PATH = env.LUA_PATH, LUA_CPATH = env.LUA_CPATH, XDG_CONFIG_HOME = dir .. "/none",
+        XS2A_QWAC_CERT = false, XS2A_QWAC_KEY = false, XS2A_BASE_URL = false, XS2A_CA_FILE = false }
+      local rc, out, err = cli.run({ "--base-url", sb.base_url, "--ca-file", sb.pki .. "/ca.pem",
+        "--qwac", sb.pki .. "/qwac.pem", sb.pki .. "/qwac.key", "--state-dir", dir .. "/state",
+        "--profile", "paysera-berlin", "consent", "status" }, bare)
+      assert.equal(0, rc, err)
+      assert.matches(": valid ", out)
+      rc, out, err = cli.run({ "--base-url", sb.base_url, "consent", "status" }, bare)
+      assert.equal(2, rc)
+      assert.equal("", out)
+      assert.matches("^xs2a: no QWAC: give %-%-qwac CERT KEY", err)
+    end)
+
     it("has no passphrase flag, and answers usage errors with 2 and one line", function()
       local rc, _, err = cli.run({ "--qwac-passphrase", "x", "accounts" }, env)
       assert.equal(2, rc)
@@ -365,6 +485,12 @@ describe("xs2a command #network", function()
       rc, _, err = cli.run({ "frobnicate" }, env)
       assert.equal(2, rc)
       assert.equal("xs2a: unknown command 'frobnicate' (see xs2a --help)\n", err)
+      rc, _, err = cli.run({ "consent", "create", "--frequency", "often" }, env)
+      assert.equal(2, rc)
+      assert.equal("xs2a: --frequency must be a whole number of reads per day (1 or more)\n", err)
+      rc, _, err = cli.run({ "consent", "create", "--valid-until", "tomorrow" }, env)
+      assert.equal(2, rc)
+      assert.equal("xs2a: --valid-until must be YYYY-MM-DD\n", err)
     end)
 
     it("documents every command in --help", function()

@@ -5,6 +5,8 @@
 -- `nginx -t`, started, and walked through a consent against the sandbox bank:
 -- /connect sends the browser to the bank, the PSU approves, /callback answers
 -- the accounts; a callback without a query string gets a 400, not a Lua error.
+-- And docs/api.md's snippets, which form one script, run in order against
+-- the sandbox (less the three marked `<!-- not in the script: ... -->`).
 -- Runs once (under Lua 5.4).
 if rawget(_G, "jit") then return end
 
@@ -126,5 +128,42 @@ describe("docs/openresty.md #network", function()
     local log = proc.read_all(dir .. "/prefix/logs/error.log") or ""
     assert.is_nil(log:find("[error]", 1, true), log)
     assert.is_nil(log:find("stack traceback", 1, true), log)
+  end)
+end)
+
+describe("docs/api.md #network", function()
+  it("runs its snippets as one script against the sandbox", function()
+    local sb = sandbox.shared()
+    local text = helper.read("docs/api.md")
+    local code, skipped = {}, 0
+    local pos = 1
+    while true do
+      local s, e, body = text:find("```lua\n(.-)\n```", pos)
+      if not s then break end
+      if text:sub(1, s - 1):match("<!%-%- not in the script: [^\n]- %-%->\n$") then
+        skipped = skipped + 1
+      else
+        code[#code + 1] = body
+      end
+      pos = e + 1
+    end
+    assert.equal(3, skipped)
+    assert.is_true(#code >= 10)
+    local file = os.tmpname()
+    write(file, table.concat(code, "\n"))
+    local ok, out = proc.run(("cd %s && XS2A_SANDBOX_URL=%s XS2A_PKI=%s "
+      .. "LUA_PATH='lua/?.lua;lua/?/init.lua;examples/?.lua;;' LUA_CPATH='build/lua5.4/?.so;;' lua5.4 %s")
+      :format(proc.quote(helper.root), proc.quote(sb.base_url), proc.quote(sb.pki), proc.quote(file)))
+    os.remove(file)
+    assert(ok, out)
+    -- what the guide says the snippets print
+    assert.matches("ROLE_INVALID", out, 1, true)
+    assert.matches("done\tvalid", out, 1, true)
+    assert.matches("%d+ booked transactions", out)
+    assert.matches("ACSC\tACSC", out, 1, true)
+    assert.matches("\nCANC\n", out, 1, true)
+    assert.matches("funds available:\tnil\tSERVICE_UNSUPPORTED", out, 1, true)
+    assert.matches("config\tSERVICE_UNSUPPORTED", out, 1, true)
+    assert.matches("http\t404\tRESOURCE_UNKNOWN\ttrue", out, 1, true)
   end)
 end)

@@ -242,6 +242,7 @@ describe("issue 8 guarantees (client level)", function()
       { "max_body", { max_body = "big" } },
       { "limits", { limits = 7 } },
       { "limits.per_second", { limits = { per_second = "ten" } } },
+      { "limits.concurrent", { limits = { concurrent = 2.5 } } },
       { "ca_file", { ca_file = 1 } },
       { "allow_http", { allow_http = "yes" } },
       { "profile_overrides", { profile_overrides = "x" } },
@@ -263,6 +264,13 @@ describe("issue 8 guarantees (client level)", function()
         assert.truthy(tostring(err):find(name, 1, true), tostring(err))
       end)
     end
+  end)
+
+  it("hole 8: accepts the options as documented (false switches a limit off)", function()
+    local t = stub_transport({ { json_res(200, "{}") } })
+    assert.truthy(new_client(t, { limits = { per_second = false, per_hour = false, concurrent = 4, margin = 0.02 },
+      timeouts = { connect = 1000, total = 5000 }, max_body = 1024, nok_redirect_uri = "https://tpp.example/nok",
+      client_id = "PSDLT-BOL-TPP001", services = { "AIS", "PIS" }, allow_http = false }))
   end)
 
   it("hole 9a: a refused refresh deletes the token record only on invalid_grant", function()

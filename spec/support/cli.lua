@@ -33,7 +33,7 @@ function M.env(sb, state_dir, extra)
   return e
 end
 
-local function command(args, env)
+local function command(args, env, lua)
   local parts = { "env" }
   local keys = {}
   for k in pairs(env or {}) do keys[#keys + 1] = k end
@@ -42,21 +42,22 @@ local function command(args, env)
     if env[k] == false then table.insert(parts, 2, "-u " .. k)
     else parts[#parts + 1] = k .. "=" .. proc.quote(env[k]) end
   end
-  parts[#parts + 1] = "lua5.4"
+  parts[#parts + 1] = lua or "lua5.4"
   parts[#parts + 1] = proc.quote(M.BIN)
   for _, a in ipairs(args) do parts[#parts + 1] = proc.quote(a) end
   return table.concat(parts, " ")
 end
 
---- Runs the command to its end (stdin from /dev/null unless `input`).
+--- Runs the command to its end (stdin from /dev/null unless `input`),
+-- under `lua` (default lua5.4; give LUA_CPATH for another in `env`).
 -- @return exit status, stdout, stderr
-function M.run(args, env, input)
+function M.run(args, env, input, lua)
   local dir = os.tmpname()
   local infile = dir .. ".in"
   local f = assert(io.open(infile, "wb"))
   f:write(input or "")
   f:close()
-  local ok, out, code = proc.run(command(args, env) .. " < " .. proc.quote(infile) .. " > " .. proc.quote(dir)
+  local ok, out, code = proc.run(command(args, env, lua) .. " < " .. proc.quote(infile) .. " > " .. proc.quote(dir)
     .. " 2> " .. proc.quote(dir .. ".err"))
   local stdout, stderr = proc.read_all(dir) or "", proc.read_all(dir .. ".err") or ""
   os.remove(dir); os.remove(dir .. ".err"); os.remove(infile)

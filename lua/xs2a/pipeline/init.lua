@@ -48,8 +48,21 @@ local PSU_HEADERS = {
 _M.PSU_HEADERS = PSU_HEADERS
 
 -- logs through the context with the exchange's secret values scrubbed
+-- the secret values of the exchange: what its body carried and the token
+-- (the list is made only when an error or a log line needs it)
+local function secrets_of(ex)
+  local tok = ex.token
+  if not tok then return ex.secrets end
+  local list = { tok }
+  local body = ex.secrets
+  if body then
+    for i = 1, #body do list[i + 1] = body[i] end
+  end
+  return list
+end
+
 local function log(ctx, ex, level, event, fields)
-  return ctx:log(level, event, fields, ex.secrets)
+  return ctx:log(level, event, fields, secrets_of(ex))
 end
 
 -- scrubs what the bank may have echoed from an error, in place
@@ -57,7 +70,7 @@ local function scrub_error(ctx, ex, err)
   if type(err) ~= "table" then return err end
   local signer = ctx.signer
   local fn = signer and signer.scrub and function(s) return signer:scrub(s) end or nil
-  return redact.scrub_table(err, ex.secrets, fn)
+  return redact.scrub_table(err, secrets_of(ex), fn)
 end
 
 local function fail(ex, kind, code, text)
@@ -126,7 +139,6 @@ function stages.attach_token(ctx, ex)
   if err then return nil, err end
   if tok then
     ex.token = tok
-    ex.secrets = redact.add_secret(ex.secrets, tok)
     local value = "Bearer " .. tok
     if not header_ok("Authorization", value) then
       return fail(ex, "protocol", "TOKEN_INVALID", "the stored access token is not a valid header value")
