@@ -1,5 +1,6 @@
 /* crypto.c: digests, HMAC, signature checks, randomness and encodings. */
 #include <ctype.h>
+#include <unistd.h>
 #include <string.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -367,12 +368,31 @@ static int core_b64decode(lua_State *L) { return b64_decode(L, 0, "b64decode"); 
 static int core_b64url_decode(lua_State *L) { return b64_decode(L, 1, "b64url_decode"); }
 
 /* core.uuid4() -> RFC 4122 version 4, lowercase */
+/* X-Request-IDs come from a pool of CSPRNG bytes per Lua state, filled 512
+ * bytes at a time (one RAND_bytes call per 32 ids instead of one per id).
+ * The pool is dropped when the process changes, so a forked child (an nginx
+ * worker) never hands out ids its parent could also hand out. Request ids
+ * are public values; nothing secret is drawn from this pool. */
+typedef struct {
+  unsigned char bytes[512];
+  size_t pos;
+  pid_t pid;
+} uuidpool;
+
 static int core_uuid4(lua_State *L) {
   static const char hexd[] = "0123456789abcdef";
-  unsigned char r[16];
+  uuidpool *pool = (uuidpool *)lua_touserdata(L, lua_upvalueindex(1));
+  unsigned char *r;
   char out[36];
   int i, o = 0;
-  if (RAND_bytes(r, sizeof r) != 1) return luaL_error(L, "uuid4: the CSPRNG failed");
+  pid_t pid = getpid();
+  if (pool->pos + 16 > sizeof pool->bytes || pool->pid != pid) {
+    if (RAND_bytes(pool->bytes, sizeof pool->bytes) != 1) return luaL_error(L, "uuid4: the CSPRNG failed");
+    pool->pos = 0;
+    pool->pid = pid;
+  }
+  r = pool->bytes + pool->pos;
+  pool->pos += 16;
   r[6] = (unsigned char)((r[6] & 0x0F) | 0x40);
   r[8] = (unsigned char)((r[8] & 0x3F) | 0x80);
   for (i = 0; i < 16; i++) {
@@ -600,7 +620,6 @@ static const luaL_Reg crypto_funcs[] = {
   {"b64decode", core_b64decode},
   {"b64url_encode", core_b64url_encode},
   {"b64url_decode", core_b64url_decode},
-  {"uuid4", core_uuid4},
   {"ct_equal", core_ct_equal},
   {"hex", core_hex},
   {NULL, NULL}
@@ -621,4 +640,8 @@ void xs2a_crypto_open(lua_State *L) {
   lua_setfield(L, -3, "digest");
   lua_pushcclosure(L, core_hmac, 1);
   lua_setfield(L, -2, "hmac");
+  memset(lua_newuserdatauv(L, sizeof(uuidpool), 0), 0, sizeof(uuidpool));
+  ((uuidpool *)lua_touserdata(L, -1))->pos = sizeof ((uuidpool *)0)->bytes;
+  lua_pushcclosure(L, core_uuid4, 1);
+  lua_setfield(L, -2, "uuid4");
 }

@@ -24,6 +24,8 @@ describe("xs2a.transport.curl", function()
       pki = helper.pki,
       identity = identity,
       connections = function(filter) return srv:connections(filter) end,
+      tls_stats = function(filter) return srv:tls_stats(filter) end,
+      sleep = function(seconds) core.sleep(seconds * 1000) end,
     }
     function env.new_transport(opts)
       local o = { identity = identity("qwac"), ca_file = helper.pki("ca.pem") }

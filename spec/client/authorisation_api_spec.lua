@@ -97,7 +97,11 @@ describe("authorisation API #network", function()
     local c = support.new_client("berlin-group", {
       profile_overrides = { root = "/xs2a/berlin/1.3", signing = { scheme = "berlin", services = { "PIS" } } } })
     local p = assert(c:initiate_payment("sepa-credit-transfers", single("berlin", "0.15"), PSU))
-    local basket = assert(c:create_signing_basket({ paymentIds = { p.id } }, PSU))
+    local created = assert(c:create_signing_basket({ paymentIds = { p.id } }, PSU))
+    -- client:signing_basket(id, { links, status }) rebuilds it like client:consent
+    local basket = assert(c:signing_basket(created.id, { links = created.links, status = created.last_status }))
+    assert.same(created.links, basket.links)
+    assert.equal(created.last_status, basket.last_status)
     walk(basket, function() assert.equal("ACSC", (assert(basket:status()))) end)
   end)
 

@@ -69,19 +69,32 @@ describe("error codes #network", function()
 
   it("400 SERVICE_INVALID for PSU data the authorisation's approach does not take", function()
     each_variant(function(_, c)
+      -- an OAuth authorisation takes no password (the authorisation API)
       local consent = assert(c:create_consent(support.consent_body(), { psu = PSU }))
-      local href = assert(consent.links.scaStatus and consent.links.scaStatus.href)
-      local res, err = c:request{ method = "PUT", url = href, service = "AIS", psu = { ip = PSU.ip, id = "alice" },
-        body = { psuData = { password = "alice-pass" } } }
+      local ids = assert(consent:authorisations())
+      local auth = assert(consent:authorisation(ids[1]))
+      local res, err = auth:authenticate("alice-pass", { psu = { ip = PSU.ip, id = "alice" } })
       assert.is_nil(res)
       typed(err, 400, "SERVICE_INVALID")
     end)
   end)
 
-  local function qwac_fingerprint()
-    local out = proc.output("openssl x509 -noout -fingerprint -sha256 -in " .. proc.quote(sb.pki .. "/qwac.pem"))
+  local function fingerprint(name)
+    local out = proc.output("openssl x509 -noout -fingerprint -sha256 -in " .. proc.quote(sb.pki .. "/" .. name))
     return (out:match("=([%x:]+)"):gsub(":", ""))
   end
+  local function qwac_fingerprint() return fingerprint("qwac.pem") end
+
+  it("401 CERTIFICATE_REVOKED for a signed payment whose QSealC is on the revoked list", function()
+    sb:config{ certificates = { revoked = { fingerprint("qseal.pem") } } }
+    each_variant(function(v, c)
+      local p, err = c:initiate_payment(product(v), payment_body(v), { psu = PSU })
+      assert.is_nil(p)
+      typed(err, 401, "CERTIFICATE_REVOKED")
+      -- AIS is not signed: the QWAC still works
+      assert.truthy(c:create_consent(support.consent_body(), { psu = PSU }))
+    end)
+  end)
 
   for _, case in ipairs{ { "revoked", "CERTIFICATE_REVOKED" }, { "blocked", "CERTIFICATE_BLOCKED" } } do
     it("401 " .. case[2] .. " for a QWAC on the configured " .. case[1] .. " list", function()
@@ -124,14 +137,11 @@ describe("error codes #network", function()
     local pending = {}
     each_variant(function(_, c)
       local consent = assert(c:create_consent(support.consent_body(), { psu = PSU }))
-      local res = assert(c:request{ method = "POST", path = consent.authorisations_path, service = "AIS",
-        psu = { ip = PSU.ip, id = "alice" }, body = {} })
-      pending[#pending + 1] = { c, consent.authorisations_path .. "/" .. res.json.authorisationId }
+      pending[#pending + 1] = assert(consent:start_authorisation{ psu = { ip = PSU.ip, id = "alice" } })
     end)
     os.execute("sleep 1.3")
-    for _, p in ipairs(pending) do
-      local res, err = p[1]:request{ method = "PUT", path = p[2], service = "AIS", psu = { ip = PSU.ip, id = "alice" },
-        body = { psuData = { password = "alice-pass" } } }
+    for _, auth in ipairs(pending) do
+      local res, err = auth:authenticate("alice-pass", { psu = { ip = PSU.ip, id = "alice" } })
       assert.is_nil(res)
       typed(err, 403, "RESOURCE_EXPIRED")
     end

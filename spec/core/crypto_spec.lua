@@ -81,6 +81,31 @@ describe("xs2a.core crypto", function()
         seen[u] = true
       end
     end)
+
+    -- ids come from a per-state pool of random bytes: a forked child (an
+    -- nginx worker) must not hand out the ids its parent hands out next
+    local fork_it = rawget(_G, "jit") and it or pending
+    fork_it("gives a forked child ids of its own (LuaJIT: fork through the ffi)", function()
+      local ffi = require "ffi"
+      pcall(ffi.cdef, "int fork(void); int waitpid(int pid, int *status, int options); void _exit(int status);")
+      core.uuid4()                                   -- the pool is filled here, before fork
+      local tmp = os.tmpname()
+      local pid = ffi.C.fork()
+      if pid == 0 then
+        local f = io.open(tmp, "w")
+        for _ = 1, 4 do f:write(core.uuid4(), "\n") end
+        f:close()
+        ffi.C._exit(0)
+      end
+      ffi.C.waitpid(pid, ffi.new("int[1]"), 0)
+      local child = {}
+      for line in io.lines(tmp) do child[line] = true end
+      os.remove(tmp)
+      local n = 0
+      for _ in pairs(child) do n = n + 1 end
+      assert.equal(4, n)
+      for _ = 1, 4 do assert.is_nil(child[core.uuid4()]) end
+    end)
   end)
 
   describe("ct_equal()", function()

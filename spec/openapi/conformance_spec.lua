@@ -194,7 +194,8 @@ describe("OpenAPI 1.3.11 conformance #network", function()
   it("berlin: explicit start with the redirect URIs, and the basket's authorisation API", function()
     sb:config{ sca = { approach = "redirect" } }
     local c = client("berlin", { nok_redirect_uri = "https://tpp.example/nok" })
-    local consent = assert(c:create_consent(support.consent_body(), PSU))
+    -- the TPP asks for an explicit start (TPP-Explicit-Authorisation-Preferred on the creation)
+    local consent = assert(c:create_consent(support.consent_body(), { psu_ip = PSU.psu_ip, explicit = true }))
     local _, r = assert(consent:start_authorisation(PSU))
     assert.equal("redirect", r.next)
     assert.is_string(r.redirect_url)
@@ -288,9 +289,12 @@ describe("OpenAPI 1.3.11 conformance #network", function()
     assert.equal(0, #bad, "invalid request types:\n" .. table.concat(bad, "\n"))
     -- explicit starts (by the API and by flows) carry the redirect URIs the
     -- spec lists there; the client with nok_redirect_uri sends both
-    local starts, noks = 0, 0
+    local starts, noks, explicit = 0, 0, 0
     for line in io.lines(sb.prefix .. "/logs/requests.jsonl") do
       local r = sandbox.json.decode(line)
+      if r.path == "/v1/consents" and r.headers["tpp-explicit-authorisation-preferred"] == "true" then
+        explicit = explicit + 1
+      end
       if r.method == "POST" and r.path:find("authorisations$") then
         starts = starts + 1
         assert.is_string(r.headers["tpp-redirect-uri"], "an explicit start without TPP-Redirect-URI: " .. r.path)
@@ -301,6 +305,7 @@ describe("OpenAPI 1.3.11 conformance #network", function()
       end
     end
     assert.is_true(starts >= 10, "explicit starts recorded: " .. starts)
+    assert.is_true(explicit >= 1, "no creation carried TPP-Explicit-Authorisation-Preferred")
     assert.is_true(noks >= 1, "no explicit start carried TPP-Nok-Redirect-URI")
     -- the kinds of request the client can send, each exercised at least once
     local want = {

@@ -39,6 +39,7 @@ describe("#openresty xs2a.transport.ngx", function()
       local r = call("run", {
         name = c.name, url = srv.url, wrong_host_url = wrong.url, refused_url = refused_url,
         pki_dir = helper.pki_dir, access_log = srv.prefix .. "/logs/access.log",
+        reuse_log = srv.prefix .. "/logs/reuse.log",
       })
       assert.is_true(r.ok, r.err)
     end)

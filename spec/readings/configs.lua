@@ -12,7 +12,7 @@
 --   link_form                      host (berlin) / absolute (georgia) 1 3 5, variant 2, absolute/host swapped 4
 --   frequency_rule                 resource 1-4, consent 5 (profile too)
 --   consent_over_max               cap 1-4, refuse 5 (profile too)
---   multiple_consents              keep 1-4, replace 5
+--   multiple_consents              keep 1-4 (what spec support starts with), replace 5 (the sandbox default)
 --   sca.honour_preferred           off 1-4, on 5
 --   sca.status_field               scaStatus 1-4, scatransactionStatus 5
 --   funds_confirmation             off 1-4, on 5 (profile too)

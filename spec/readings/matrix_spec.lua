@@ -86,6 +86,7 @@ for _, cfg in ipairs(configs) do
         assert(support.authorise(consent))
         -- the older consent: kept, or ended by the new one (multiple_consents)
         local old = assert(first:status())
+        -- (spec support starts sandboxes with "keep" unless the config says otherwise)
         if (cfg.sandbox.multiple_consents or "keep") == "replace" then
           assert.equal("terminatedByTpp", old)
           local acc, err = first:accounts(PSU)

@@ -74,6 +74,15 @@ end
 -- @return instance (raises on failure)
 function M.start(opts)
   opts = opts or {}
+  -- The suite's specs hold several consents of one PSU at once, so their
+  -- sandboxes keep several (multiple_consents = "keep") unless the config says
+  -- otherwise. The sandbox's own default is Paysera's reading ("replace": a new
+  -- consent ends the PSU's older ones); spec/readings and
+  -- spec/sandbox/bank_readings_spec.lua play it (docs/paysera.md, reading 9).
+  local cfg = {}
+  for k, v in pairs(opts.config or {}) do cfg[k] = v end
+  if cfg.multiple_consents == nil then cfg.multiple_consents = "keep" end
+  opts = setmetatable({ config = cfg }, { __index = opts })
   local ok, dir = run("mktemp -d /tmp/xs2a-sandbox-XXXXXX")
   assert(ok, "mktemp failed: " .. tostring(dir))
   dir = dir:gsub("%s+$", "")

@@ -25,7 +25,8 @@
 -- 100, 10 bytes sent, then the connection is closed), /not_http (reads the
 -- request, answers bytes that are not HTTP and closes; HTTP/1.1 only),
 -- /fat_headers/<bytes> (header lines of about that size), /marked?marker=m
--- (m in a header and in a JSON body). The access log line is
+-- (m in a header and in a JSON body), /close (/echo, then nginx closes the
+-- connection; HTTP/1.1). The access log line is
 -- `$remote_addr $connection $connection_requests "$request" $status $msec $request_time`.
 --
 -- Runs under Lua 5.4 and LuaJIT; binds 127.0.0.1 on a random free port;

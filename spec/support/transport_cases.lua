@@ -23,6 +23,9 @@
 --   env.refused_url         -> base URL where nothing listens
 --   env.connections(filter) -> distinct connections the env.url server saw for
 --                              request lines containing filter
+--   env.tls_stats(filter)   -> { connections, resumed, requests } from the
+--                              env.url server's TLS log (resumed = connections
+--                              whose TLS session was resumed)
 --
 -- The cases only use the transport contract of docs/INTERNALS.md:
 -- res = { status, headers (lowercase names, repeated values joined with
@@ -309,6 +312,28 @@ case("50 sequential requests use one connection", function(t, env)
     assert.equals(i > 1, res.reused)
   end
   assert.equals(1, env.connections(mark))
+end)
+
+-- issue 10: a new connection (here the server closes each one) resumes the
+-- TLS session of the one before instead of a full handshake
+case("new connections to one server resume its TLS session", function(t, env)
+  local mark = tag("resume")
+  for i = 1, 4 do
+    local res, err = t:request{ method = "GET", url = env.url .. "/close?mark=" .. mark .. "&i=" .. i }
+    assert.is_nil(err)
+    assert.equals(200, res.status)
+    -- HTTP/2 keeps its one connection (nginx does not close it per request)
+    if res.http_version == "2" then return end
+    assert.is_false(res.reused)
+  end
+  local st
+  for _ = 1, 50 do                          -- nginx logs after the answer left
+    st = env.tls_stats(mark)
+    if st.requests >= 4 then break end
+    env.sleep(0.02)
+  end
+  assert.equals(4, st.connections)
+  assert.is_true(st.resumed >= 3, st.resumed .. " of 4 connections resumed")
 end)
 
 return cases

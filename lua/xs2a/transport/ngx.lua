@@ -273,6 +273,11 @@ function M.new(opts)
   return self
 end
 
+-- The last TLS session per pool name (same host, port, SNI, client
+-- certificate, verification and CA), so that a new connection resumes it
+-- instead of a full handshake. Per worker.
+local tls_sessions = {}
+
 local function pool_name(self, u, sni, fingerprint)
   return table.concat({ "xs2a", self.pool or "", u.scheme, u.host, u.port, sni or "-",
     fingerprint or "-", self.ssl_verify and "v" or "nv", self.ca_file or "" }, "|")
@@ -290,10 +295,8 @@ function Transport:_attempt(u, req_bytes, method, deadline, conn_cert, started, 
   -- "localhost" is loopback by definition (RFC 6761); other names go
   -- through the nginx `resolver`.
   local addr = u.host == "localhost" and "127.0.0.1" or (u.ipv6 and ("[" .. u.host .. "]") or u.host)
-  local ok, err = sock:connect(addr, u.port, {
-    pool = pool_name(self, u, sni, conn_cert and conn_cert.fingerprint),
-    pool_size = self.pool_size,
-  })
+  local pname = pool_name(self, u, sni, conn_cert and conn_cert.fingerprint)
+  local ok, err = sock:connect(addr, u.port, { pool = pname, pool_size = self.pool_size })
   if not ok then
     if err == "timeout" then
       return fail("timeout", "connect to " .. u.host .. ":" .. u.port .. " timed out", false)
@@ -317,10 +320,12 @@ function Transport:_attempt(u, req_bytes, method, deadline, conn_cert, started, 
       sock:close()
       return fail("timeout", "TLS handshake timed out", false)
     end
-    -- ask for the session only when we must look at the peer certificate
+    -- resume the pool's last TLS session (the peer certificate checks below
+    -- read it from the resumed session just the same)
     local want_session = self.ssl_verify and (u.ip or self.ca_file ~= nil)
-    local session, herr = sock:sslhandshake(not want_session and false or nil, sni, self.ssl_verify)
+    local session, herr = sock:sslhandshake(tls_sessions[pname], sni, self.ssl_verify)
     if not session then
+      tls_sessions[pname] = nil
       sock:close()
       if herr == "timeout" then return fail("timeout", "TLS handshake timed out", false) end
       return fail("tls", "TLS handshake with " .. u.host .. " failed: " .. tostring(herr))
@@ -343,6 +348,7 @@ function Transport:_attempt(u, req_bytes, method, deadline, conn_cert, started, 
         end
       end
     end
+    tls_sessions[pname] = session            -- only a session whose peer passed the checks
   end
 
   if not arm(sock, deadline) then

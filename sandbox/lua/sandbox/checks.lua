@@ -18,6 +18,12 @@ local function hex(s)
   return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
+--- The SHA-256 fingerprint (lower-case hex) of a DER certificate, as the
+-- revocation and block lists name certificates.
+function _M.fingerprint(der_bytes)
+  return hex(crypto.sha256(der_bytes))
+end
+
 --- Parses a PEM certificate into the ctx.tpp table.
 -- @return tpp table, or nil, message
 function _M.tpp_from_pem(pem)
@@ -38,7 +44,7 @@ function _M.tpp_from_pem(pem)
     role_list = c.role_list,
     nca_name = c.nca_name,
     nca_id = c.nca_id,
-    fingerprint = hex(crypto.sha256(d)),
+    fingerprint = _M.fingerprint(d),
     subject = der.name_string(c.subject),
     issuer = der.name_string(c.issuer),
     serial = c.serial,

@@ -25,7 +25,7 @@ local function defaults()
     token_error_status = 401,       -- 401 | 403: the status of TOKEN_* and CONSENT_EXPIRED errors
     frequency_rule = "resource",    -- "resource" | "consent": how frequencyPerDay is counted
     consent_over_max = "cap",       -- "cap" | "refuse": validUntil beyond max_consent_days
-    multiple_consents = "keep",     -- "keep" | "replace": a new valid consent ends the PSU's older ones
+    multiple_consents = "replace",  -- "replace" | "keep": a new valid consent ends the PSU's older ones
     funds_confirmation = false,     -- PIIS: "coming soon" at Paysera
     variants = {
       berlin = { signing = { scheme = "berlin", required_for = util.array{ "PIS" } },

@@ -6,6 +6,7 @@
 local crypto = require "sandbox.crypto"
 local der = require "sandbox.der"
 local util = require "sandbox.util"
+local checks = require "sandbox.checks"
 local b64 = require "ngx.base64"
 
 local ngx = ngx
@@ -99,7 +100,9 @@ end
 -- Parses a signer certificate and checks it: chains to the test CA (the
 -- PEM text `ca_pem` the platform hands in), valid now, carries the role the
 -- service needs, belongs to the QWAC's TPP.
--- @return info, pkey, key kind; or nil, detail
+-- The configuration's revocation and block lists apply to it as to the QWAC.
+-- @return info, pkey, key kind; or nil, detail[, status, code] (status and
+--   code when a list names it)
 local function signer_cert(ctx, route, der_bytes, ca_pem)
   local info, err = der.parse_cert(der_bytes)
   if not info then return nil, "the signing certificate cannot be read (" .. err .. ")" end
@@ -107,6 +110,9 @@ local function signer_cert(ctx, route, der_bytes, ca_pem)
   if not x then return nil, "the signing certificate cannot be read (" .. xerr .. ")" end
   local ok, reason = crypto.verify_chain(x, ca_pem or "")
   if not ok then return nil, "the signing certificate is not valid: " .. tostring(reason) end
+  local lstatus, lcode, ldetail = checks.listed_certificate(ctx.cfg or {}, info.serial,
+    checks.fingerprint(der_bytes), "signing certificate")
+  if lstatus then return nil, ldetail, lstatus, lcode end
   local need = SERVICE_ROLE[route.service]
   if need and not info.roles[need] then
     return nil, "the signing certificate lacks the role " .. need
@@ -218,8 +224,11 @@ local function verify_berlin(ctx, route, ca_pem)
 
   local cert_der = b64decode_loose(cert_h)
   if not cert_der then return invalid("TPP-Signature-Certificate is not base64") end
-  local info, pkey, kind = signer_cert(ctx, route, cert_der, ca_pem)
-  if not info then return invalid(pkey) end
+  local info, pkey, kind, lcode = signer_cert(ctx, route, cert_der, ca_pem)
+  if not info then
+    if kind then return kind, lcode, pkey end
+    return invalid(pkey)
+  end
 
   -- keyId: SN=<hex serial>,CA=<issuer DN>; a bare serial is accepted too
   local keyid = p.keyid
@@ -344,8 +353,11 @@ local function verify_jws(ctx, route, ca_pem)
   if type(hdr.x5c) ~= "table" or type(hdr.x5c[1]) ~= "string" then return invalid("x5c is missing") end
   local cert_der = ngx.decode_base64(hdr.x5c[1]) or b64.decode_base64url(hdr.x5c[1])
   if not cert_der then return invalid("x5c[0] is not base64") end
-  local info, pkey, kind = signer_cert(ctx, route, cert_der, ca_pem)
-  if not info then return invalid(pkey) end
+  local info, pkey, kind, lcode = signer_cert(ctx, route, cert_der, ca_pem)
+  if not info then
+    if kind then return kind, lcode, pkey end
+    return invalid(pkey)
+  end
   local key_kind = (kind == "rsa-pss") and "rsa" or kind
   if spec[1] ~= key_kind then return invalid("alg " .. hdr.alg .. " does not fit the certificate key") end
   local sig = b64.decode_base64url(sig_b64)

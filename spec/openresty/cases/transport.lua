@@ -31,6 +31,25 @@ local function make_env(args)
     if o.identity == false then o.identity = nil end
     return assert(require("xs2a.transport.ngx").new(o))
   end
+  function env.tls_stats(filter)
+    local f = assert(io.open(args.reuse_log, "rb"))
+    local log = f:read("*a")
+    f:close()
+    local seen, out = {}, { connections = 0, resumed = 0, requests = 0 }
+    for line in log:gmatch("[^\n]+") do
+      local conn, reused, request = line:match('^(%d+) (%S+) %S+ "(.-)"')
+      if conn and (not filter or request:find(filter, 1, true)) then
+        out.requests = out.requests + 1
+        if not seen[conn] then
+          seen[conn] = true
+          out.connections = out.connections + 1
+          if reused == "r" then out.resumed = out.resumed + 1 end
+        end
+      end
+    end
+    return out
+  end
+  function env.sleep(seconds) ngx.sleep(seconds) end
   function env.connections(filter)
     local f = assert(io.open(args.access_log, "rb"))
     local log = f:read("*a")
