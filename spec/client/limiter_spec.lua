@@ -114,10 +114,25 @@ describe("xs2a.limiter", function()
     end
     local r = parallel.all(tasks)
     for i = 1, 6 do assert.is_true(r[i][1], tostring(r[i][2])) end
-    -- two at a time, in arrival order: the two releases of a pair let the
-    -- next two waiters in at once
-    assert.same({ "in 1", "in 2", "out 1", "out 2", "in 3", "in 4", "out 3", "out 4", "in 5", "in 6",
-      "out 5", "out 6" }, log)
+    -- in arrival order, never more than two inside, and each waiter gets in
+    -- only when a lease is released (timer jitter may split a pair's releases,
+    -- so the exact interleaving is not asserted)
+    local inside, peak, entered, outs = 0, 0, {}, 0
+    for _, ev in ipairs(log) do
+      local what, i = ev:match("^(%a+) (%d)$")
+      if what == "in" then
+        inside = inside + 1
+        peak = math.max(peak, inside)
+        entered[#entered + 1] = tonumber(i)
+        if tonumber(i) > 2 then assert.is_true(outs >= tonumber(i) - 2, "task " .. i .. " got in before a release") end
+      else
+        inside = inside - 1
+        outs = outs + 1
+      end
+    end
+    assert.same({ 1, 2, 3, 4, 5, 6 }, entered)
+    assert.equals(2, peak)
+    assert.equals(12, #log)
     assert.equals(0, sleeps)                 -- nobody polled
     local free, waiting = l.gate:state()
     assert.equals(2, free)
