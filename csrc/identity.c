@@ -411,7 +411,8 @@ static int identity_new(lua_State *L) {
   if (!hsm && (pin_fn != 0 || pin_s != NULL || pinenv_s != NULL || module_s != NULL))
     return luaL_error(L, "identity: options pin, pin_env and module are for a key in a token (key = \"pkcs11:...\")");
   if (!hsm && cert_s != NULL && xs2a_p11_is_uri(cert_s, cert_len))
-    return luaL_error(L, "identity: a certificate from a token needs key = \"pkcs11:...\" as well");
+    /* data-dependent (the certificate value names a token), so an error value, not a raise */
+    return xs2a_pusherror(L, "identity", "a certificate from a token needs key = \"pkcs11:...\" as well", "config");
   if (hsm && ((pin_fn != 0) + (pin_s != NULL) + (pinenv_s != NULL)) > 1)
     return luaL_error(L, "identity: give one of pin and pin_env");
   pc.pass = pass_s;

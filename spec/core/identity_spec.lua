@@ -95,6 +95,12 @@ describe("xs2a.core.identity", function()
       assert_no_secret(err)
     end
 
+    it("answers a token certificate with a key from a file as a config error, without raising", function()
+      -- found by the identity fuzz target: the certificate value is data, so this is an error value
+      fails({ cert = "pkcs11:token=tpp;object=qwac;type=cert", key = pki("qwac.key") }, "config",
+        "a certificate from a token needs key")
+    end)
+
     it("names a file that cannot be read", function()
       fails({ cert = "/nonexistent/qwac.pem", key = pki("qwac.key") }, "io",
         "cannot read certificate file '/nonexistent/qwac.pem': No such file")
