@@ -1,0 +1,73 @@
+--- Spec support for spec/interop: starts the third-party "bank"
+-- (spec/interop/bank.mjs: jose, http-signature, Node crypto) on 127.0.0.1
+-- with TLS from the test PKI, on a random port; stops it by its pid.
+--
+--   local bank = require("interop.bank").start()
+--   bank.url           -- "https://127.0.0.1:<port>"
+--   bank:verdict(id)   -- the verdict logged for the request with X-Request-ID id
+--   bank:stop()
+local helper = require "helper"
+local proc = require "support.proc"
+local json = require "xs2a.codec.json"
+
+local M = {}
+local Bank = {}
+Bank.__index = Bank
+
+local DIR = helper.root .. "/spec/interop"
+
+--- Every verdict logged so far (a list of tables), oldest first.
+function Bank:verdicts()
+  local out = {}
+  for line in (proc.read_all(self.log) or ""):gmatch("[^\n]+") do out[#out + 1] = assert(json.decode(line)) end
+  return out
+end
+
+--- The last verdict for X-Request-ID `id`, or nil.
+function Bank:verdict(id)
+  local found
+  for _, v in ipairs(self:verdicts()) do if v.request_id == id then found = v end end
+  return found
+end
+
+function Bank:stop()
+  if self.pid then
+    os.execute("kill " .. self.pid .. " 2>/dev/null")
+    os.remove(self.ready)
+    self.pid = nil
+  end
+end
+
+local function sleep(s) os.execute("sleep " .. s) end
+
+--- Starts the bank (fails the caller's spec when Node or the npm packages
+-- from scripts/deps are missing).
+function M.start()
+  local f = io.open(DIR .. "/node_modules/jose/package.json", "rb")
+  assert(f, "spec/interop/node_modules is missing: run scripts/deps (npm install in spec/interop)")
+  f:close()
+  local base = os.tmpname()
+  for _ = 1, 5 do
+    local port = proc.random_port()
+    local self = setmetatable({ log = base .. ".log", ready = base .. ".ready", out = base .. ".out",
+      url = "https://127.0.0.1:" .. port }, Bank)
+    os.remove(self.ready)
+    os.execute(string.format("node %s --pki %s --port %d --log %s --ready %s >%s 2>&1 </dev/null &",
+      proc.quote(DIR .. "/bank.mjs"), proc.quote(helper.pki_dir), port, proc.quote(self.log),
+      proc.quote(self.ready), proc.quote(self.out)))
+    for _ = 1, 200 do
+      local pid = (proc.read_all(self.ready) or ""):match("^(%d+)")
+      if pid then
+        self.pid = pid
+        proc.watchdog(self.ready, "kill " .. pid)
+        proc.at_exit(function() self:stop() end)
+        return self
+      end
+      if (proc.read_all(self.out) or ""):find("bank: ", 1, true) then break end   -- port taken: next one
+      sleep(0.05)
+    end
+  end
+  error("interop bank did not start: " .. tostring(proc.read_all(base .. ".out")))
+end
+
+return M
