@@ -22,7 +22,7 @@ SRCS    := $(sort $(wildcard csrc/*.c))
 HDRS    := $(wildcard csrc/*.h)
 LUASRC  := $(shell find lua -name '*.lua' 2>/dev/null)
 
-.PHONY: all older lua54 luajit deps docs rock pki test test-fast lint sandbox sandbox-stop demo bench install clean valgrind fuzz test-c
+.PHONY: interop-deps all older lua54 luajit deps docs rock pki test test-fast lint sandbox sandbox-stop demo bench install clean valgrind fuzz test-c
 
 all: lua54 luajit
 
@@ -81,8 +81,13 @@ test:
 	@sh spec/run-suites
 
 # The suites without re-checking packages (for a quick loop).
-test-fast: all older pki
+test-fast: all older pki interop-deps
 	@sh spec/run-suites
+
+# spec/interop's third-party verifiers (npm, from its package-lock.json)
+interop-deps: spec/interop/node_modules/.package-lock.json
+spec/interop/node_modules/.package-lock.json: spec/interop/package-lock.json
+	cd spec/interop && npm ci --no-audit --no-fund --silent
 
 sandbox: all pki
 	@sh sandbox/bin/sandbox start $(if $(PORT),--port $(PORT),) $(if $(FAULTS),--faults,)
