@@ -1,8 +1,10 @@
 --- Spec support for spec/interop: starts the third-party "bank"
--- (spec/interop/bank.mjs: jose, http-signature, Node crypto) on 127.0.0.1
--- with TLS from the test PKI, on a random port; stops it by its pid.
+-- (spec/interop/bank.mjs: jose, http-signature, Node crypto) or another
+-- Node server of that directory (as.mjs: oidc-provider) on 127.0.0.1 with
+-- TLS from the test PKI, on a random port; stops it by its pid.
 --
 --   local bank = require("interop.bank").start()
+--   local as = require("interop.bank").start{ script = "as.mjs", args = { "--client-id", "tpp" } }
 --   bank.url           -- "https://127.0.0.1:<port>"
 --   bank:verdict(id)   -- the verdict logged for the request with X-Request-ID id
 --   bank:stop()
@@ -40,10 +42,14 @@ end
 
 local function sleep(s) os.execute("sleep " .. s) end
 
---- Starts the bank (fails the caller's spec when Node or the npm packages
--- from scripts/deps are missing).
-function M.start()
-  local f = io.open(DIR .. "/node_modules/jose/package.json", "rb")
+--- Starts the bank, or `opts.script` with the extra arguments `opts.args`
+-- (fails the caller's spec when Node or the npm packages from scripts/deps
+-- are missing).
+function M.start(opts)
+  opts = opts or {}
+  local extra = {}
+  for i, a in ipairs(opts.args or {}) do extra[i] = proc.quote(a) end
+  local f = io.open(DIR .. "/node_modules/.package-lock.json", "rb")
   assert(f, "spec/interop/node_modules is missing: run scripts/deps (npm install in spec/interop)")
   f:close()
   local base = os.tmpname()
@@ -52,9 +58,9 @@ function M.start()
     local self = setmetatable({ log = base .. ".log", ready = base .. ".ready", out = base .. ".out",
       url = "https://127.0.0.1:" .. port }, Bank)
     os.remove(self.ready)
-    os.execute(string.format("node %s --pki %s --port %d --log %s --ready %s >%s 2>&1 </dev/null &",
-      proc.quote(DIR .. "/bank.mjs"), proc.quote(helper.pki_dir), port, proc.quote(self.log),
-      proc.quote(self.ready), proc.quote(self.out)))
+    os.execute(string.format("node %s --pki %s --port %d --log %s --ready %s %s >%s 2>&1 </dev/null &",
+      proc.quote(DIR .. "/" .. (opts.script or "bank.mjs")), proc.quote(helper.pki_dir), port, proc.quote(self.log),
+      proc.quote(self.ready), table.concat(extra, " "), proc.quote(self.out)))
     for _ = 1, 200 do
       local pid = (proc.read_all(self.ready) or ""):match("^(%d+)")
       if pid then
@@ -63,7 +69,7 @@ function M.start()
         proc.at_exit(function() self:stop() end)
         return self
       end
-      if (proc.read_all(self.out) or ""):find("bank: ", 1, true) then break end   -- port taken: next one
+      if (proc.read_all(self.out) or ""):find("^%a+: ") then break end   -- port taken: next one
       sleep(0.05)
     end
   end
