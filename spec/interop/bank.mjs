@@ -131,9 +131,11 @@ function verifyCavage(req, h, body) {
   }
   const serial = cert.serialNumber.replace(/^0+(?=.)/, '');
   const issuer = cert.issuer.split('\n').reverse().join(',').replace(/ /g, '%20');
-  const keyId = `SN=${serial},CA=${issuer}`;
-  if (p.keyId.toLowerCase() !== keyId.toLowerCase() || !p.keyId.startsWith(`SN=${serial}`)) {
-    fail(`keyId ${p.keyId} is not ${keyId}`);
+  // the serial in hex, either case (the IG example is uppercase, adorsys
+  // lowercase), no leading zeros; the issuer DN in RFC 2253 order, spaces %20
+  const k = /^SN=([0-9A-Fa-f]+),CA=(.+)$/.exec(p.keyId);
+  if (!k || k[1].toUpperCase() !== serial.toUpperCase() || k[2] !== issuer) {
+    fail(`keyId ${p.keyId} is not SN=${serial},CA=${issuer}`);
   }
   const must = ['digest', 'x-request-id'];
   for (const c of ['psu-id', 'psu-corporate-id', 'tpp-redirect-uri']) if (h[c] !== undefined) must.push(c);
