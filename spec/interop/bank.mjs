@@ -173,7 +173,7 @@ const server = https.createServer({
     let status = 401;
     let out = { tppMessages: [{ category: 'ERROR', code: 'SIGNATURE_INVALID', text: verdict.reason }] };
     if (verdict.ok) {
-      status = 201;
+      status = req.method === 'POST' ? 201 : 200;
       out = { transactionStatus: 'RCVD', paymentId: `interop-${crypto.randomUUID()}`, _links: {} };
     }
     const text = JSON.stringify(out);

@@ -45,6 +45,13 @@ describe("Georgian JWS against jose #interop", function()
         -- the answer carried jose's signature and the client verified it
         assert.is_table(p, tostring(err))
         assert.matches("^interop%-", p.id)
+        -- a GET (no body: no content-type, no content-length in the set)
+        local st, serr = p:status()
+        assert.equal("RCVD", st, tostring(serr))
+        v = last()
+        assert.is_true(v.ok, tostring(v.reason))
+        assert.equal("GET", v.method)
+        assert.same({ "(request-target)", "host", "x-request-id", "digest" }, v.details.pars)
       end)
   end
 
