@@ -34,6 +34,10 @@ const pki = (n) => fs.readFileSync(`${args.pki}/${n}`);
 const ca = new crypto.X509Certificate(pki('ca.pem'));
 const bankCert = new crypto.X509Certificate(pki('aspsp-seal.pem'));
 const bankKey = crypto.createPrivateKey(pki('aspsp-seal.key'));
+// a second seal with a P-256 key (ES256 answers), for a request that asks
+// with `x-interop-sign-with: ec`
+const bankEcCert = new crypto.X509Certificate(pki('qseal-ec.pem'));
+const bankEcKey = crypto.createPrivateKey(pki('qseal-ec.key'));
 const MID = 'http://uri.etsi.org/19182/HttpHeaders';
 
 const log = (v) => fs.appendFileSync(args.log, JSON.stringify(v) + '\n');
@@ -93,18 +97,18 @@ async function verifyJws(req, h, body) {
   return { alg: ph.alg, pars };
 }
 
-async function signResponse(status, headers, body) {
+async function signResponse(status, headers, body, ec) {
   const pars = ['(response-status)', 'x-request-id', 'content-type', 'content-length', 'digest'];
   headers['content-length'] = String(Buffer.byteLength(body));
   headers.digest = `SHA-256=${sha('sha256', body)}`;
   const lines = pars.map((p) => `${p}: ${p === '(response-status)' ? status : headers[p]}`).join('\n');
   const res = await new jose.FlattenedSign(new TextEncoder().encode(lines))
     .setProtectedHeader({
-      alg: 'RS256', b64: false, crit: ['sigT', 'sigD', 'b64'],
+      alg: ec ? 'ES256' : 'RS256', b64: false, crit: ['sigT', 'sigD', 'b64'],
       sigT: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
-      sigD: { pars, mId: MID }, x5c: [bankCert.raw.toString('base64')],
+      sigD: { pars, mId: MID }, x5c: [(ec ? bankEcCert : bankCert).raw.toString('base64')],
     })
-    .sign(bankKey, { crit: { sigT: true, sigD: true } });
+    .sign(ec ? bankEcKey : bankKey, { crit: { sigT: true, sigD: true } });
   headers['x-jws-signature'] = `${res.protected}..${res.signature}`;
 }
 
@@ -179,7 +183,7 @@ const server = https.createServer({
     const text = JSON.stringify(out);
     const headers = { 'content-type': 'application/json', 'x-request-id': h['x-request-id'] || '' };
     if (georgia) {
-      try { await signResponse(status, headers, text); } catch (e) { verdict.sign_error = e.message; }
+      try { await signResponse(status, headers, text, h['x-interop-sign-with'] === 'ec'); } catch (e) { verdict.sign_error = e.message; }
     }
     log(verdict);
     res.writeHead(status, headers);

@@ -117,7 +117,8 @@ describe("Georgian JWS against jose #interop", function()
     assert.matches("signature verification failed", last().reason)
   end)
 
-  it("xs2a.sign.verify accepts jose's response signature with the bank pinned, and refuses it tampered", function()
+  it("xs2a.sign.verify accepts jose's response signatures (RS256, ES256) with the bank pinned, refuses them tampered",
+    function()
     local req = signed_request("qseal")
     local res = assert(t:request(req))
     assert.equal(201, res.status)
@@ -137,5 +138,19 @@ describe("Georgian JWS against jose #interop", function()
     ok = verify.verify_jws(res, { cert = seal, x_request_id = id,
       organization_identifier = "PSDLT-OTHER" })
     assert.is_false(ok)
+    -- an ES256 answer (jose's raw r||s) from a P-256 seal
+    req = signed_request("qseal")
+    req.headers["x-interop-sign-with"] = "ec"
+    res = assert(t:request(req))
+    local ec = assert(require("support.proc").read_all(helper.pki("qseal-ec.pem")))
+    local eopts = { cert = ec, x_request_id = req.headers["X-Request-ID"],
+      organization_identifier = "PSDLT-BOL-TPP001" }
+    local ph
+    ok, ph = verify.verify_jws(res, eopts)
+    assert.is_true(ok, tostring(ph))
+    assert.equal("ES256", ph.alg)
+    local sig = res.headers["x-jws-signature"]
+    res.headers["x-jws-signature"] = sig:sub(1, -3) .. (sig:sub(-2, -2) == "A" and "B" or "A") .. sig:sub(-1)
+    assert.is_false((verify.verify_jws(res, eopts)))
   end)
 end)
