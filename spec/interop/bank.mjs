@@ -34,6 +34,10 @@ const pki = (n) => fs.readFileSync(`${args.pki}/${n}`);
 const ca = new crypto.X509Certificate(pki('ca.pem'));
 const bankCert = new crypto.X509Certificate(pki('aspsp-seal.pem'));
 const bankKey = crypto.createPrivateKey(pki('aspsp-seal.key'));
+// a second seal with a P-256 key (ES256 answers), for a request that asks
+// with `x-interop-sign-with: ec`
+const bankEcCert = new crypto.X509Certificate(pki('qseal-ec.pem'));
+const bankEcKey = crypto.createPrivateKey(pki('qseal-ec.key'));
 const MID = 'http://uri.etsi.org/19182/HttpHeaders';
 
 const log = (v) => fs.appendFileSync(args.log, JSON.stringify(v) + '\n');
@@ -93,18 +97,18 @@ async function verifyJws(req, h, body) {
   return { alg: ph.alg, pars };
 }
 
-async function signResponse(status, headers, body) {
+async function signResponse(status, headers, body, ec) {
   const pars = ['(response-status)', 'x-request-id', 'content-type', 'content-length', 'digest'];
   headers['content-length'] = String(Buffer.byteLength(body));
   headers.digest = `SHA-256=${sha('sha256', body)}`;
   const lines = pars.map((p) => `${p}: ${p === '(response-status)' ? status : headers[p]}`).join('\n');
   const res = await new jose.FlattenedSign(new TextEncoder().encode(lines))
     .setProtectedHeader({
-      alg: 'RS256', b64: false, crit: ['sigT', 'sigD', 'b64'],
+      alg: ec ? 'ES256' : 'RS256', b64: false, crit: ['sigT', 'sigD', 'b64'],
       sigT: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
-      sigD: { pars, mId: MID }, x5c: [bankCert.raw.toString('base64')],
+      sigD: { pars, mId: MID }, x5c: [(ec ? bankEcCert : bankCert).raw.toString('base64')],
     })
-    .sign(bankKey, { crit: { sigT: true, sigD: true } });
+    .sign(ec ? bankEcKey : bankKey, { crit: { sigT: true, sigD: true } });
   headers['x-jws-signature'] = `${res.protected}..${res.signature}`;
 }
 
@@ -131,9 +135,11 @@ function verifyCavage(req, h, body) {
   }
   const serial = cert.serialNumber.replace(/^0+(?=.)/, '');
   const issuer = cert.issuer.split('\n').reverse().join(',').replace(/ /g, '%20');
-  const keyId = `SN=${serial},CA=${issuer}`;
-  if (p.keyId.toLowerCase() !== keyId.toLowerCase() || !p.keyId.startsWith(`SN=${serial}`)) {
-    fail(`keyId ${p.keyId} is not ${keyId}`);
+  // the serial in hex, either case (the IG example is uppercase, adorsys
+  // lowercase), no leading zeros; the issuer DN in RFC 2253 order, spaces %20
+  const k = /^SN=([0-9A-Fa-f]+),CA=(.+)$/.exec(p.keyId);
+  if (!k || k[1].toUpperCase() !== serial.toUpperCase() || k[2] !== issuer) {
+    fail(`keyId ${p.keyId} is not SN=${serial},CA=${issuer}`);
   }
   const must = ['digest', 'x-request-id'];
   for (const c of ['psu-id', 'psu-corporate-id', 'tpp-redirect-uri']) if (h[c] !== undefined) must.push(c);
@@ -171,13 +177,13 @@ const server = https.createServer({
     let status = 401;
     let out = { tppMessages: [{ category: 'ERROR', code: 'SIGNATURE_INVALID', text: verdict.reason }] };
     if (verdict.ok) {
-      status = 201;
+      status = req.method === 'POST' ? 201 : 200;
       out = { transactionStatus: 'RCVD', paymentId: `interop-${crypto.randomUUID()}`, _links: {} };
     }
     const text = JSON.stringify(out);
     const headers = { 'content-type': 'application/json', 'x-request-id': h['x-request-id'] || '' };
     if (georgia) {
-      try { await signResponse(status, headers, text); } catch (e) { verdict.sign_error = e.message; }
+      try { await signResponse(status, headers, text, h['x-interop-sign-with'] === 'ec'); } catch (e) { verdict.sign_error = e.message; }
     }
     log(verdict);
     res.writeHead(status, headers);

@@ -42,6 +42,22 @@ describe("Berlin Group signature against http-signature and Node crypto #interop
     end)
   end
 
+  it("SHA-512 (Digest and signature hash) and the lowercase keyId serial verify too", function()
+    for _, c in ipairs({ { "qseal", "rsa-sha512" }, { "qseal-ec", "ecdsa-sha512" } }) do
+      local req = { method = "POST", url = bank.url .. "/xs2a/berlin/v1/payments/sepa-credit-transfers",
+        body = '{"instructedAmount":{"currency":"EUR","amount":"3.00"}}',
+        headers = { ["X-Request-ID"] = "5d1b2a34-0000-4000-8000-000000000002", ["Content-Type"] = "application/json",
+          ["TPP-Redirect-URI"] = "https://tpp.example/callback" } }
+      assert(sign.berlin(support.identity(c[1]), { digest = "SHA-512", keyid_serial_case = "lower" }):sign(req))
+      assert.matches("^SHA%-512=", req.headers.Digest)
+      assert.equal(201, assert(t:request(req)).status)
+      local v = last()
+      assert.is_true(v.ok, c[2] .. ": " .. tostring(v.reason))
+      assert.equal(c[2], v.details.alg)
+      assert.same({ "digest", "x-request-id", "tpp-redirect-uri" }, v.details.headers)
+    end
+  end)
+
   it("a signed header changed after signing, or another body, is rejected", function()
     local function signed()
       local req = { method = "POST", url = bank.url .. "/xs2a/berlin/v1/payments/sepa-credit-transfers",
