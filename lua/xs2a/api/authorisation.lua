@@ -157,6 +157,54 @@ local function call(res, req, opts)
   return request(res.client, req)
 end
 
+-- The headers of a start (`POST .../authorisations` or a bank's
+-- `startAuthorisationWith...` link); TPP-Redirect-URI comes from the
+-- pipeline (`redirect = true`, `redirect_uri`).
+local function start_headers(opts)
+  local headers = {}
+  if opts.redirect_preferred ~= nil then headers["TPP-Redirect-Preferred"] = tostring(opts.redirect_preferred) end
+  if opts.decoupled_preferred ~= nil then
+    headers["TPP-Decoupled-Preferred"] = tostring(opts.decoupled_preferred)
+  end
+  if opts.nok_redirect_uri ~= nil then headers["TPP-Nok-Redirect-URI"] = tostring(opts.nok_redirect_uri) end
+  return headers
+end
+
+-- the body of each PSU-data step (the value is the PSU's input)
+local BODY = {
+  identify = function() return {} end,
+  authenticate = function(v) return { psuData = { password = v } } end,
+  select_method = function(v) return { authenticationMethodId = v } end,
+  authorise_transaction = function(v) return { scaAuthenticationData = v } end,
+  confirm = function(v) return { confirmationCode = v } end,
+}
+
+--- The one builder of the authorisation requests (this API's methods and
+-- the flows of `xs2a.sca.flow` both send through it).
+-- @param res the consent, payment, cancellation or basket
+-- @param method `"POST"` (a start: redirect headers), `"PUT"` (an update) or `"GET"` (the SCA status)
+-- @param target `{ path = ... }` (a path of ours) or `{ url = ... }` (a link of the bank)
+-- @param step a key of the PSU-data bodies (`"identify"`, `"authenticate"`, `"select_method"`,
+--   `"authorise_transaction"`, `"confirm"`), `"start"` (body `{}`) or nil (GET)
+-- @param value the PSU's input for `step` (password, method id, OTP, code)
+-- @param opts `psu`/`psu_*`, and on a start `redirect_uri`, `nok_redirect_uri`, `*_preferred`
+-- @return the pipeline's response | nil, err
+function _M.send(res, method, target, step, value, opts)
+  opts = opts or {}
+  local req = { method = method, path = target.path, url = target.url, idempotent = method == "GET" }
+  if method ~= "GET" then
+    local build = BODY[step]
+    req.body = build and build(value) or {}
+  end
+  if method == "POST" then
+    req.headers = start_headers(opts)
+    req.redirect = true
+    req.redirect_uri = opts.redirect_uri
+  end
+  return call(res, req, opts)
+end
+local send = _M.send
+
 --- `GET <resource>/authorisations`: the ids of the resource's authorisations.
 -- @return list of ids, body | nil, err
 function _M.list(res)
@@ -189,21 +237,11 @@ end
 -- @return Authorisation, result | nil, err
 function _M.start(res, opts)
   opts = opts or {}
-  local headers = {}
-  if opts.redirect_preferred ~= nil then headers["TPP-Redirect-Preferred"] = tostring(opts.redirect_preferred) end
-  if opts.decoupled_preferred ~= nil then
-    headers["TPP-Decoupled-Preferred"] = tostring(opts.decoupled_preferred)
+  if opts.password ~= nil and type(opts.password) ~= "string" then
+    return nil, errors.config("start_authorisation: password must be a string", "BAD_ARGUMENT")
   end
-  if opts.nok_redirect_uri ~= nil then headers["TPP-Nok-Redirect-URI"] = tostring(opts.nok_redirect_uri) end
-  local body = {}
-  if opts.password ~= nil then
-    if type(opts.password) ~= "string" then
-      return nil, errors.config("start_authorisation: password must be a string", "BAD_ARGUMENT")
-    end
-    body.psuData = { password = opts.password }
-  end
-  local r, err = call(res, { method = "POST", path = res.authorisations_path, body = body, headers = headers,
-    redirect = true, redirect_uri = opts.redirect_uri, idempotent = false }, opts)
+  local step = opts.password ~= nil and "authenticate" or "start"
+  local r, err = send(res, "POST", { path = res.authorisations_path }, step, opts.password, opts)
   if not r then return nil, err end
   local out, rerr = result_of(r, res.kind .. ":start_authorisation")
   if not out then return nil, rerr end
@@ -223,7 +261,7 @@ end
 --- `GET .../authorisations/{id}`: the SCA status.
 -- @return scaStatus, body | nil, err
 function Authorisation:status()
-  local r, err = call(self.resource, { method = "GET", path = self.path })
+  local r, err = send(self.resource, "GET", { path = self.path })
   if not r then return nil, err end
   local b, berr = body_table(r, "authorisation:status")
   if not b then return nil, berr end
@@ -235,9 +273,9 @@ function Authorisation:status()
   return b.scaStatus, b
 end
 
--- PUT .../authorisations/{id} with `body`
-local function update(self, body, opts, what)
-  local r, err = call(self.resource, { method = "PUT", path = self.path, body = body, idempotent = false }, opts)
+-- PUT .../authorisations/{id}: the PSU-data step `what` with `value`
+local function update(self, what, value, opts)
+  local r, err = send(self.resource, "PUT", { path = self.path }, what, value, opts)
   if not r then return nil, err end
   local out, rerr = result_of(r, "authorisation:" .. what)
   if not out then return nil, rerr end
@@ -260,35 +298,35 @@ function Authorisation:identify(opts)
   if not (psu and psu.id) then
     return nil, errors.config("authorisation:identify: psu_id is required", "BAD_ARGUMENT")
   end
-  return update(self, {}, opts, "identify")
+  return update(self, "identify", nil, opts)
 end
 
 --- Update PSU authentication (`psuData.password`).
 function Authorisation:authenticate(password, opts)
   local e = need_arg(password, "password")
   if e then return nil, e end
-  return update(self, { psuData = { password = password } }, opts, "authenticate")
+  return update(self, "authenticate", password, opts)
 end
 
 --- Select the SCA method (`authenticationMethodId`).
 function Authorisation:select_method(method_id, opts)
   local e = need_arg(method_id, "method id")
   if e then return nil, e end
-  return update(self, { authenticationMethodId = method_id }, opts, "select_method")
+  return update(self, "select_method", method_id, opts)
 end
 
 --- Transaction authorisation (`scaAuthenticationData`, e.g. the OTP).
 function Authorisation:authorise_transaction(sca_data, opts)
   local e = need_arg(sca_data, "SCA authentication data")
   if e then return nil, e end
-  return update(self, { scaAuthenticationData = sca_data }, opts, "authorise_transaction")
+  return update(self, "authorise_transaction", sca_data, opts)
 end
 
 --- Authorisation confirmation (`confirmationCode`, redirect approach).
 function Authorisation:confirm(code, opts)
   local e = need_arg(code, "confirmation code")
   if e then return nil, e end
-  return update(self, { confirmationCode = code }, opts, "confirm")
+  return update(self, "confirm", code, opts)
 end
 
 --- Adds the resource-level methods to a resource class (`Consent`,

@@ -12,7 +12,7 @@ local authorisation = require "xs2a.api.authorisation"
 
 local type, tostring, setmetatable = type, tostring, setmetatable
 local request, psu_from, tpp_headers, need_string, approach_of, start_flow = resource.request, resource.psu_from,
-  resource.tpp_headers, resource.need_string, resource.approach_of, resource.start_flow
+  resource.tpp_headers, resource.need_string, resource.approach_of, require("xs2a.sca.flow").start
 
 local _M = {}
 

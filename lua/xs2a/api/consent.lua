@@ -36,7 +36,7 @@ local type, tostring, tonumber, pairs, setmetatable, select = type, tostring, to
 local str_find = string.find
 local request, psu_from, body_table, body_list, body_object, tpp_headers, need_string, approach_of, start_flow,
   merge_query = resource.request, resource.psu_from, resource.body_table, resource.body_list, resource.body_object,
-  resource.tpp_headers, resource.need_string, resource.approach_of, resource.start_flow, resource.merge_query
+  resource.tpp_headers, resource.need_string, resource.approach_of, require("xs2a.sca.flow").start, resource.merge_query
 
 local _M = {}
 

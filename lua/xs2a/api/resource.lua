@@ -9,7 +9,6 @@
 local errors = require "xs2a.errors"
 local json = require "xs2a.codec.json"
 local pipeline = require "xs2a.pipeline"
-local flow = require "xs2a.sca.flow"
 
 local type, tostring, pairs, ipairs, next, error = type, tostring, pairs, ipairs, next, error
 
@@ -124,11 +123,6 @@ function _M.check_id(id, what)
     return nil, errors.config(what .. " must not be . or ..", "ID_INVALID")
   end
   return true
-end
-
---- Starts the SCA flow of a resource.
-function _M.start_flow(client, resource, opts)
-  return flow.start(client, resource, opts)
 end
 
 -- ----------------------------------------------------------------------------

@@ -38,7 +38,7 @@ local errors = require "xs2a.errors"
 local crypto = require "xs2a.crypto"
 local date = require "xs2a.net.date"
 local url_mod = require "xs2a.net.url"
-local pipeline = require "xs2a.pipeline"
+local authorisation = require "xs2a.api.authorisation"
 
 local _M = {}
 
@@ -219,26 +219,20 @@ function Flow:_psu(extra)
   return psu
 end
 
--- a request on behalf of the resource's service, PSU headers included. A
--- POST starts an authorisation: it carries TPP-Redirect-URI and
--- TPP-Nok-Redirect-URI, as the spec lists them there.
-function Flow:_request(method, href, body, psu_extra)
-  local redirect = method == "POST"
-  local req = {
-    method = method,
-    service = self.resource.service,
-    psu = self:_psu(psu_extra),
-    body = body,
-    idempotent = method == "GET",
-    redirect = redirect or nil,
-    redirect_uri = redirect and self:_opt("redirect_uri", nil) or nil,
-  }
+-- An authorisation request of the resource, sent by the authorisation API
+-- (`xs2a.api.authorisation.send`: the same headers, bodies and errors as
+-- the explicit calls). A POST starts an authorisation: it carries
+-- TPP-Redirect-URI and TPP-Nok-Redirect-URI. `step` names the PSU-data body
+-- (`"authenticate"`, `"authorise_transaction"`...), `value` the PSU's input.
+function Flow:_request(method, href, step, value, psu_extra)
+  local target
   if href:sub(1, 1) == "/" and self.resource.authorisations_path == href then
-    req.path = href
+    target = { path = href }
   else
-    req.url = href
+    target = { url = href }
   end
-  return pipeline.request(self.client, req)
+  return authorisation.send(self.resource, method, target, step, value,
+    { psu = self:_psu(psu_extra), redirect_uri = self:_opt("redirect_uri", nil) })
 end
 
 function Flow:_begin_wait()
@@ -416,7 +410,7 @@ function phases.start_auth(self, input)
     -- the decoupled approach pushes to the PSU's app: the bank must know who
     return { kind = "credentials", need = "psu_id", approach = d.approach, level = d.level + 1 }
   end
-  local res, err = self:_request("POST", href, {}, { id = psu_id or false })
+  local res, err = self:_request("POST", href, "start", nil, { id = psu_id or false })
   if not res then return nil, set_terminal(err, false) end
   d.pending = true
   local body = body_of(res) or {}
@@ -430,7 +424,7 @@ function phases.identify(self, input)
   if not psu_id then return { kind = "credentials", need = "psu_id", level = d.level + 1 } end
   local href, method = d.links.updatePsuIdentification, "PUT"
   if not href then href, method = d.links.startAuthorisationWithPsuIdentification, "POST" end
-  local res, err = self:_request(method, href, {}, { id = psu_id })
+  local res, err = self:_request(method, href, "identify", nil, { id = psu_id })
   if not res then return nil, set_terminal(err, false) end
   d.pending = true
   local body = body_of(res) or {}
@@ -445,8 +439,7 @@ function phases.credentials(self, input)
   local psu_id = self:_level_psu(input)
   local href, method = d.links.updatePsuAuthentication, "PUT"
   if not href then href, method = d.links.startAuthorisationWithPsuAuthentication, "POST" end
-  local res, err = self:_request(method, href, { psuData = { password = input.password } },
-    { id = psu_id or false })
+  local res, err = self:_request(method, href, "authenticate", input.password, { id = psu_id or false })
   if not res then
     if method == "PUT" then return self:_refused(err, href) end
     return nil, set_terminal(err, false)
@@ -465,7 +458,7 @@ function phases.choose_method(self, input)
   end
   local href, method = d.links.selectAuthenticationMethod, "PUT"
   if not href then href, method = d.links.startAuthorisationWithAuthenticationMethodSelection, "POST" end
-  local res, err = self:_request(method, href, { authenticationMethodId = id })
+  local res, err = self:_request(method, href, "select_method", id)
   if not res then return nil, set_terminal(err, false) end
   local body = body_of(res) or {}
   return self:_route(body._links, body)
@@ -479,7 +472,7 @@ function phases.otp(self, input)
   end
   local href, method = d.links.authoriseTransaction, "PUT"
   if not href then href, method = d.links.startAuthorisationWithTransactionAuthorisation, "POST" end
-  local res, err = self:_request(method, href, { scaAuthenticationData = otp })
+  local res, err = self:_request(method, href, "authorise_transaction", otp)
   if not res then
     -- a wrong OTP: the PSU may try again unless the bank failed the authorisation
     return self:_refused(err, method == "PUT" and href or nil)
@@ -613,7 +606,7 @@ function phases.redirect_wait(self, input)
   if not q then return nil, err end
   d.state, d.url = nil, nil
   if q.confirmationCode and d.links.confirmation then
-    local res, cerr = self:_request("PUT", d.links.confirmation, { confirmationCode = q.confirmationCode })
+    local res, cerr = self:_request("PUT", d.links.confirmation, "confirm", q.confirmationCode)
     if not res then return nil, set_terminal(cerr, true) end
     local body = body_of(res) or {}
     if sca_status_of(body) == "failed" then
