@@ -161,11 +161,7 @@ end
 -- `startAuthorisationWith...` link); TPP-Redirect-URI comes from the
 -- pipeline (`redirect = true`, `redirect_uri`).
 local function start_headers(opts)
-  local headers = {}
-  if opts.redirect_preferred ~= nil then headers["TPP-Redirect-Preferred"] = tostring(opts.redirect_preferred) end
-  if opts.decoupled_preferred ~= nil then
-    headers["TPP-Decoupled-Preferred"] = tostring(opts.decoupled_preferred)
-  end
+  local headers = resource.preferred_headers(opts, {})
   if opts.nok_redirect_uri ~= nil then headers["TPP-Nok-Redirect-URI"] = tostring(opts.nok_redirect_uri) end
   return headers
 end

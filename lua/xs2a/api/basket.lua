@@ -10,7 +10,7 @@ local tables = require "xs2a.tables"
 local resource = require "xs2a.api.resource"
 local authorisation = require "xs2a.api.authorisation"
 
-local type, tostring, setmetatable = type, tostring, setmetatable
+local type, tostring = type, tostring
 local request, psu_from, tpp_headers, need_string, approach_of, start_flow = resource.request, resource.psu_from,
   resource.tpp_headers, resource.need_string, resource.approach_of, require("xs2a.sca.flow").start
 
@@ -37,17 +37,8 @@ local function need_baskets(client)
 end
 
 local function new_basket(client, id, fields)
-  fields = fields or {}
-  local b = setmetatable({
-    desc = DESC, client = client, kind = "basket", service = "PIS", id = id,
-    last_status = fields.status, links = fields.links or {}, data = fields.data, psu = fields.psu,
-    approach = fields.approach, messages = fields.messages,
-    scope = "PIS:" .. id, token_key = "basket:" .. id,
-    path = url.path("v1", "signing-baskets", id),
-    final = BASKET_FINAL, success = BASKET_SUCCESS,
-  }, Basket)
-  b.authorisations_path = b.path .. "/authorisations"
-  return b
+  return resource.new(Basket, client, id, { desc = DESC, kind = "basket", service = "PIS",
+    path = url.path("v1", "signing-baskets", id), final = BASKET_FINAL, success = BASKET_SUCCESS }, fields)
 end
 
 Basket.__tostring = function(b) return "xs2a.Basket (" .. tostring(b.last_status or "?") .. ")" end

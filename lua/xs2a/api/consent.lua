@@ -32,7 +32,7 @@ local paging = require "xs2a.api.paging"
 local authorisation = require "xs2a.api.authorisation"
 local date = require "xs2a.net.date"
 
-local type, tostring, tonumber, pairs, setmetatable, select = type, tostring, tonumber, pairs, setmetatable, select
+local type, tostring, tonumber, pairs, select = type, tostring, tonumber, pairs, select
 local str_find = string.find
 local request, psu_from, body_table, body_list, body_object, tpp_headers, need_string, approach_of, start_flow,
   merge_query = resource.request, resource.psu_from, resource.body_table, resource.body_list, resource.body_object,
@@ -58,27 +58,8 @@ Consent.__tostring = function(c) return "xs2a.Consent (" .. tostring(c.last_stat
 _M.Consent = Consent
 
 local function new_consent(client, id, fields)
-  fields = fields or {}
-  local c = setmetatable({
-    desc = DESC,
-    client = client,
-    kind = "consent",
-    service = "AIS",
-    id = id,
-    last_status = fields.status,
-    links = fields.links or {},
-    data = fields.data,
-    approach = fields.approach,
-    psu = fields.psu,
-    messages = fields.messages,
-    scope = "AIS:" .. id,
-    token_key = "consent:" .. id,
-    path = url.path("v1", "consents", id),
-    final = CONSENT_FINAL,
-    success = CONSENT_SUCCESS,
-  }, Consent)
-  c.authorisations_path = c.path .. "/authorisations"
-  return c
+  return resource.new(Consent, client, id, { desc = DESC, kind = "consent", service = "AIS",
+    path = url.path("v1", "consents", id), final = CONSENT_FINAL, success = CONSENT_SUCCESS }, fields)
 end
 
 --- Creates a consent (`POST /v1/consents`); `client:create_consent(body, opts)` calls it.

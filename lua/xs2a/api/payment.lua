@@ -60,29 +60,11 @@ end
 
 local function new_payment(client, service, product, id, fields)
   fields = fields or {}
-  local p = setmetatable({
-    desc = DESC,
-    client = client,
-    kind = "payment",
-    service = "PIS",
-    payment_service = service,
-    product = product,
-    id = id,
-    last_status = fields.status,
-    links = fields.links or {},
-    data = fields.data,
-    request = fields.request,
-    approach = fields.approach,
-    psu = fields.psu,
-    messages = fields.messages,
-    scope = "PIS:" .. id,
-    token_key = "payment:" .. id,
-    path = url.path("v1", service, product, id),
-    final = PAYMENT_FINAL,
-    success = fields.deferred and PAYMENT_SUCCESS_DEFERRED or PAYMENT_SUCCESS,
-    deferred = fields.deferred or false,
-  }, Payment)
-  p.authorisations_path = p.path .. "/authorisations"
+  local p = resource.new(Payment, client, id, { desc = DESC, kind = "payment", service = "PIS",
+    path = url.path("v1", service, product, id), final = PAYMENT_FINAL,
+    success = fields.deferred and PAYMENT_SUCCESS_DEFERRED or PAYMENT_SUCCESS },
+    fields, { payment_service = service, product = product, request = fields.request,
+      deferred = fields.deferred or false })
   if p.deferred then
     p.final = tables.merge(PAYMENT_FINAL, PAYMENT_SUCCESS_DEFERRED)
   end

@@ -10,7 +10,8 @@ local errors = require "xs2a.errors"
 local json = require "xs2a.codec.json"
 local pipeline = require "xs2a.pipeline"
 
-local type, tostring, pairs, ipairs, next, error = type, tostring, pairs, ipairs, next, error
+local type, tostring, pairs, ipairs, next, error, setmetatable = type, tostring, pairs, ipairs, next, error,
+  setmetatable
 
 local _M = {}
 
@@ -92,14 +93,21 @@ function _M.body_object(res, b, key, what)
   return t
 end
 
---- Extra headers of a creating call: `opts.headers` and the TPP-*-Preferred ones.
-function _M.tpp_headers(opts)
-  local headers = {}
-  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+--- Adds TPP-Redirect-Preferred / TPP-Decoupled-Preferred (from
+-- `opts.redirect_preferred`, `opts.decoupled_preferred`) to `headers`.
+function _M.preferred_headers(opts, headers)
   if opts.redirect_preferred ~= nil then headers["TPP-Redirect-Preferred"] = tostring(opts.redirect_preferred) end
   if opts.decoupled_preferred ~= nil then
     headers["TPP-Decoupled-Preferred"] = tostring(opts.decoupled_preferred)
   end
+  return headers
+end
+
+--- Extra headers of a creating call: `opts.headers` and the TPP-*-Preferred ones.
+function _M.tpp_headers(opts)
+  local headers = {}
+  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  _M.preferred_headers(opts, headers)
   if opts.explicit ~= nil then headers["TPP-Explicit-Authorisation-Preferred"] = tostring(opts.explicit) end
   return headers
 end
@@ -123,6 +131,23 @@ function _M.check_id(id, what)
     return nil, errors.config(what .. " must not be . or ..", "ID_INVALID")
   end
   return true
+end
+
+--- A resource object of `class` (a consent, payment or basket) with the
+-- fields every resource keeps: what the bank said (`fields`: `status`,
+-- `links`, `data`, `approach`, `psu`, `messages`) and where it lives.
+-- @param spec `{ desc, kind, service, path, final, success }`
+-- @param own the class's own fields (the table becomes the object)
+function _M.new(class, client, id, spec, fields, own)
+  fields = fields or {}
+  local o = own or {}
+  o.desc, o.client, o.kind, o.service, o.id = spec.desc, client, spec.kind, spec.service, id
+  o.last_status, o.links, o.data = fields.status, fields.links or {}, fields.data
+  o.approach, o.psu, o.messages = fields.approach, fields.psu, fields.messages
+  o.scope, o.token_key = spec.service .. ":" .. id, spec.kind .. ":" .. id
+  o.path, o.authorisations_path = spec.path, spec.path .. "/authorisations"
+  o.final, o.success = spec.final, spec.success
+  return setmetatable(o, class)
 end
 
 -- ----------------------------------------------------------------------------
