@@ -136,8 +136,13 @@ end
 --- A resource object of `class` (a consent, payment or basket) with the
 -- fields every resource keeps: what the bank said (`fields`: `status`,
 -- `links`, `data`, `approach`, `psu`, `messages`) and where it lives.
+-- @param class the metatable (`Consent`, `Payment`, `Basket`)
+-- @param client the client
+-- @param id the resource id
 -- @param spec `{ desc, kind, service, path, final, success }`
--- @param own the class's own fields (the table becomes the object)
+-- @param fields what the bank said (may be nil)
+-- @param own the class's own fields (the table becomes the object; may be nil)
+-- @return the object
 function _M.new(class, client, id, spec, fields, own)
   fields = fields or {}
   local o = own or {}
