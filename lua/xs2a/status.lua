@@ -7,6 +7,8 @@
 -- Payment codes are ISO 20022 ExternalPaymentTransactionStatus1Code as the
 -- Berlin Group uses them; consent statuses are the Berlin Group's.
 -- @module xs2a.status
+local tables = require "xs2a.tables"
+
 local _M = {}
 
 local PAYMENT = {
@@ -26,9 +28,16 @@ local PAYMENT = {
   CANC = "cancelled; the payment will not be executed",
 }
 
+-- The payment statuses after which the bank changes nothing any more: the
+-- one list, also the one payment resources poll to (`xs2a.api.payment`).
+local PAYMENT_FINAL = tables.set({ "RJCT", "CANC", "ACSC", "ACCC" })
+_M.PAYMENT_FINAL = PAYMENT_FINAL
+
 --- True when a payment in status `code` will not change any more.
+-- @tparam string code an ISO 20022 status such as "ACSC"
+-- @treturn boolean
 function _M.final(code)
-  return code == "ACSC" or code == "ACCC" or code == "RJCT" or code == "CANC" or code == "PART"
+  return PAYMENT_FINAL[code] == true
 end
 
 --- A payment status (`transactionStatus`) in words.

@@ -11,6 +11,7 @@
 local errors = require "xs2a.errors"
 local url = require "xs2a.net.url"
 local tables = require "xs2a.tables"
+local statuses = require "xs2a.status"
 local resource = require "xs2a.api.resource"
 local authorisation = require "xs2a.api.authorisation"
 
@@ -21,7 +22,7 @@ local request, psu_from, tpp_headers, need_string, approach_of, start_flow = res
 local _M = {}
 
 local PAYMENT_SERVICES = { payments = true, ["periodic-payments"] = true, ["bulk-payments"] = true }
-local PAYMENT_FINAL = tables.set({ "RJCT", "CANC", "ACSC", "ACCC" })
+local PAYMENT_FINAL = statuses.PAYMENT_FINAL
 local PAYMENT_SUCCESS = tables.set({ "ACSC", "ACCC" })
 -- future-dated, periodic and batch payments stop at an accepted status
 local PAYMENT_SUCCESS_DEFERRED = tables.set({ "ACSC", "ACCC", "ACTC", "ACCP", "ACWC", "ACFC", "ACSP" })
