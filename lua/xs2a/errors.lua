@@ -120,6 +120,8 @@ function _M.new(kind, fields)
   e.message = e.text
   e.path = e.path and redact.mask_text(e.path)
   e.messages = e.messages or {}
+  -- never sent twice: an error whose outcome is unknown is never retryable,
+  -- whoever builds it
   if e.retryable == nil or e.outcome == "unknown" then e.retryable = false end
   return setmetatable(e, Error)
 end
@@ -272,8 +274,9 @@ function _M.from_transport(terr, ctx)
     sent = sent,
     request_id = ctx.request_id,
     -- a request that may have acted at the bank and is not safe to repeat is
-    -- never retryable: outcome "unknown", the caller must ask the bank first
-    retryable = (TRANSPORT_RETRYABLE[code] and not unknown) or false,
+    -- outcome "unknown", the caller must ask the bank first; `new` makes every
+    -- such error not retryable (the one place that rule is kept)
+    retryable = TRANSPORT_RETRYABLE[code] or false,
     outcome = unknown and "unknown" or nil,
     method = ctx.method, path = ctx.path,
   })
