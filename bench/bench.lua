@@ -294,18 +294,21 @@ do
     assert(per_s, "openssl speed " .. alg .. ": " .. out:sub(-300))
     return tonumber(per_s)
   end
+  -- the signer alone: one request signed in place again and again (each
+  -- signature replaces Digest, Signature and TPP-Signature-Certificate), as
+  -- openssl speed signs one buffer again and again; building a new request
+  -- table with a new X-Request-ID each time is the pipeline's work, not the
+  -- signer's
   local function ours(id)
     local signer = sign.berlin(id)
-    local req = function()
-      return { method = "POST", url = "https://bank.example/v1/payments/sepa-credit-transfers",
-        headers = { ["X-Request-ID"] = core.uuid4(), ["Content-Type"] = "application/json",
-          ["Date"] = "Sun, 29 Nov 2026 07:00:00 GMT" },
-        body = '{"instructedAmount":{"currency":"EUR","amount":"123.45"}}' }
-    end
-    for _ = 1, 20 do assert(signer:sign(req())) end
+    local req = { method = "POST", url = "https://bank.example/v1/payments/sepa-credit-transfers",
+      headers = { ["X-Request-ID"] = core.uuid4(), ["Content-Type"] = "application/json",
+        ["Date"] = "Sun, 29 Nov 2026 07:00:00 GMT" },
+      body = '{"instructedAmount":{"currency":"EUR","amount":"123.45"}}' }
+    for _ = 1, 20 do assert(signer:sign(req)) end
     local n, t0 = 0, os.clock()          -- CPU time, as openssl speed
     repeat
-      for _ = 1, 50 do assert(signer:sign(req())) end
+      for _ = 1, 50 do assert(signer:sign(req)) end
       n = n + 50
     until os.clock() - t0 >= 2
     return n / (os.clock() - t0)
