@@ -45,6 +45,9 @@ int xs2a_ec_der2raw(const unsigned char *der, size_t der_len, size_t nlen,
                     unsigned char *raw);
 int xs2a_ec_raw2der(const unsigned char *raw, size_t raw_len,
                     unsigned char **der, size_t *der_len);   /* OPENSSL_free(*der) */
+/* standard base64 with padding of s[0..len) into out (room for
+ * (len + 2) / 3 * 4 bytes, no NUL added); returns the length written */
+size_t xs2a_b64encode(const unsigned char *s, size_t len, char *out);
 /* a certificate from PEM or DER bytes; NULL (error queue cleared) if neither */
 struct x509_st *xs2a_parsecert(const char *s, size_t len);
 /* pushes the info() table of cert */

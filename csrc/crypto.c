@@ -281,13 +281,9 @@ static int core_random(lua_State *L) {
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-static int b64_encode(lua_State *L, const char *alpha, int pad) {
-  size_t len, i, o = 0;
-  const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
-  unsigned char *out;
-  size_t outlen = (len + 2) / 3 * 4;
-  if (len == 0) { lua_pushliteral(L, ""); return 1; }
-  out = scratch(L, outlen);
+/* encodes s[0..len) into out (room for (len + 2) / 3 * 4 bytes); returns the length */
+static size_t b64_into(const unsigned char *s, size_t len, char *out, const char *alpha, int pad) {
+  size_t i, o = 0;
   for (i = 0; i + 2 < len; i += 3) {
     unsigned long v = ((unsigned long)s[i] << 16) | ((unsigned long)s[i + 1] << 8) | s[i + 2];
     out[o++] = alpha[(v >> 18) & 63];
@@ -307,7 +303,21 @@ static int b64_encode(lua_State *L, const char *alpha, int pad) {
     out[o++] = alpha[(v >> 6) & 63];
     if (pad) out[o++] = '=';
   }
-  push_scratch(L, out, o, outlen);
+  return o;
+}
+
+size_t xs2a_b64encode(const unsigned char *s, size_t len, char *out) {
+  return b64_into(s, len, out, B64, 1);
+}
+
+static int b64_encode(lua_State *L, const char *alpha, int pad) {
+  size_t len, outlen;
+  const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+  unsigned char *out;
+  if (len == 0) { lua_pushliteral(L, ""); return 1; }
+  outlen = (len + 2) / 3 * 4;
+  out = scratch(L, outlen);
+  push_scratch(L, out, b64_into(s, len, (char *)out, alpha, pad), outlen);
   return 1;
 }
 

@@ -30,6 +30,8 @@ struct xs2a_identity {
   EVP_PKEY_CTX *sctx[SIGN_SLOTS];
   EVP_MD *md[3];           /* fetched digests for the slots (EVP_sha256() and
                               friends would be fetched again on every use) */
+  EVP_MD_CTX *dctx;        /* reused by _sign_berlin for its digests (of
+                              public data: the body, the signing string) */
   xs2a_p11 *p11;           /* owned; non-NULL: the key is in a PKCS#11 token */
 };
 
@@ -304,6 +306,8 @@ static void identity_free(xs2a_identity *id) {
     EVP_MD_free(id->md[i]);
     id->md[i] = NULL;
   }
+  EVP_MD_CTX_free(id->dctx);
+  id->dctx = NULL;
   if (id->cert != NULL) { X509_free(id->cert); id->cert = NULL; }
   if (id->p11 != NULL) { xs2a_p11_free(id->p11); id->p11 = NULL; }  /* after the key */
   if (id->chain != NULL) { sk_X509_pop_free(id->chain, X509_free); id->chain = NULL; }
@@ -845,6 +849,14 @@ static EVP_PKEY_CTX *sign_ctx(xs2a_identity *id, int slot, int pss, int is_ec) {
   return id->sctx[i] = c;
 }
 
+/* Signs a hash made with the digest of slot into sig (size *siglen in,
+ * length out). 1 on success; 0 with the OpenSSL error queued. */
+static int sign_hash(xs2a_identity *id, int slot, int pss, const unsigned char *h, size_t hlen,
+                     unsigned char *sig, size_t *siglen) {
+  EVP_PKEY_CTX *c = sign_ctx(id, slot, pss, EVP_PKEY_base_id(id->key) == EVP_PKEY_EC);
+  return c != NULL && EVP_PKEY_sign(c, sig, siglen, h, hlen) > 0;
+}
+
 /* Signs data with the identity's key into sig (size *siglen in, length out).
  * 1 on success; 0 with the OpenSSL error queued. Shared with the HSM code. */
 int xs2a_identity_sign_raw(xs2a_identity *id, const xs2a_sigopts *o,
@@ -853,12 +865,9 @@ int xs2a_identity_sign_raw(xs2a_identity *id, const xs2a_sigopts *o,
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int mdlen = 0;
   int slot = md_slot((const EVP_MD *)o->md);
-  int is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
-  EVP_PKEY_CTX *c;
   if (slot < 0 || fetched_md(id, slot) == NULL) return 0;
-  if ((c = sign_ctx(id, slot, o->pss, is_ec)) == NULL) return 0;
   if (!EVP_Digest(data, len, md, &mdlen, fetched_md(id, slot), NULL)) return 0;
-  return EVP_PKEY_sign(c, sig, siglen, md, mdlen) > 0;
+  return sign_hash(id, slot, o->pss, md, mdlen, sig, siglen);
 }
 
 #define SIG_MAX 1024       /* RSA up to 8192 bits; ECDSA DER is far smaller */
@@ -895,33 +904,54 @@ static int reopen_key(lua_State *L, xs2a_identity *id) {
   return 0;
 }
 
+/* Before a signature by the identity at stack index 1: a token key must be
+ * used in its own process and is opened again when it was lost. 0 ok;
+ * else the error values are pushed and their count returned. */
+static int sign_ready(lua_State *L, xs2a_identity *id) {
+  int n;
+  if ((n = check_process(L, id, "identity.sign")) != 0) return n;
+  if (id->key == NULL && (n = reopen_key(L, id)) != 0) return n;   /* lost before */
+  ERR_clear_error();
+  if (EVP_PKEY_get_size(id->key) > SIG_MAX)
+    return xs2a_pusherror(L, "identity.sign", "key too large", "unsupported");
+  return 0;
+}
+
+/* Signs the hash h (made with the digest of slot) into sig[SIG_MAX]; a
+ * token that fails is opened again and asked once more. 0 ok; else the
+ * error values are pushed and their count returned. */
+static int sign_hash_checked(lua_State *L, xs2a_identity *id, int slot, int pss,
+                             const unsigned char *h, size_t hlen, unsigned char *sig, size_t *siglen) {
+  int n;
+  *siglen = SIG_MAX;
+  if (sign_hash(id, slot, pss, h, hlen, sig, siglen)) return 0;
+  if (id->p11 == NULL) return xs2a_pushsslerror(L, "identity.sign");
+  if ((n = reopen_key(L, id)) != 0) return n;       /* the token: re-open once */
+  *siglen = SIG_MAX;
+  if (sign_hash(id, slot, pss, h, hlen, sig, siglen)) return 0;
+  ERR_clear_error();
+  return xs2a_pusherror(L, "identity.sign", "the PKCS#11 token failed to sign, also after opening "
+                        "the session again", "io");
+}
 
 /* identity:sign(data, {hash=, padding=, ec_format=}) -> signature bytes | nil, err */
 static int identity_sign(lua_State *L) {
   xs2a_identity *id = xs2a_checkidentity(L, 1);
-  size_t len, siglen = SIG_MAX;
+  size_t len, siglen;
   const char *data = luaL_checklstring(L, 2, &len);
-  int is_ec, n;
+  int is_ec, n, slot;
   xs2a_sigopts o;
-  unsigned char sig[SIG_MAX];
+  unsigned char sig[SIG_MAX], h[EVP_MAX_MD_SIZE];
+  unsigned int hlen = 0;
   xs2a_checksigopts(L, 3, &o);
-  if ((n = check_process(L, id, "identity.sign")) != 0) return n;
-  if (id->key == NULL && (n = reopen_key(L, id)) != 0) return n;   /* lost before */
+  if ((n = sign_ready(L, id)) != 0) return n;
   is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
   if (o.pss && is_ec) return luaL_argerror(L, 3, "padding 'pss' needs an RSA key");
-  ERR_clear_error();
-  if (EVP_PKEY_get_size(id->key) > SIG_MAX)
-    return xs2a_pusherror(L, "identity.sign", "key too large", "unsupported");
-  if (!xs2a_identity_sign_raw(id, &o, (const unsigned char *)data, len, sig, &siglen)) {
-    if (id->p11 == NULL) return xs2a_pushsslerror(L, "identity.sign");
-    if ((n = reopen_key(L, id)) != 0) return n;       /* the token: re-open once */
-    siglen = SIG_MAX;
-    if (!xs2a_identity_sign_raw(id, &o, (const unsigned char *)data, len, sig, &siglen)) {
-      ERR_clear_error();
-      return xs2a_pusherror(L, "identity.sign", "the PKCS#11 token failed to sign, also after opening "
-                            "the session again", "io");
-    }
-  }
+  slot = md_slot((const EVP_MD *)o.md);
+  if (slot < 0 || fetched_md(id, slot) == NULL ||
+      !EVP_Digest(data, len, h, &hlen, fetched_md(id, slot), NULL))
+    return xs2a_pushsslerror(L, "identity.sign");
+  if ((n = sign_hash_checked(L, id, slot, o.pss, h, hlen, sig, &siglen)) != 0) return n;
   if (is_ec && o.ec_raw) {
     size_t half = xs2a_ec_halfsize(id->key);
     unsigned char raw[2 * 66];
@@ -931,6 +961,175 @@ static int identity_sign(lua_State *L) {
   } else {
     lua_pushlstring(L, (const char *)sig, siglen);
   }
+  return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* The Berlin Group signature in one call (xs2a.sign.berlin's common case) */
+
+/* the header names the Berlin signature reads (the first four, in signing
+ * order after digest) or replaces (the last three), lowercase */
+enum { BG_XRID, BG_PSU_ID, BG_PSU_CORP, BG_REDIRECT, BG_DIGEST, BG_SIGNATURE, BG_CERT, BG_N };
+static const struct { const char *name; size_t len; } BG_NAMES[BG_N] = {
+  {"x-request-id", 12}, {"psu-id", 6}, {"psu-corporate-id", 16}, {"tpp-redirect-uri", 16},
+  {"digest", 6}, {"signature", 9}, {"tpp-signature-certificate", 25}
+};
+static const char *const BG_SET[3] = {"Digest", "Signature", "TPP-Signature-Certificate"};
+
+/* the BG_ index of header name k (any case), or -1 */
+static int bg_name(const char *k, size_t len) {
+  int i;
+  size_t j;
+  for (i = 0; i < BG_N; i++) {
+    const char *want = BG_NAMES[i].name;
+    if (len != BG_NAMES[i].len) continue;
+    for (j = 0; j < len; j++) {
+      unsigned char c = (unsigned char)k[j];
+      if (c >= 'A' && c <= 'Z') c = (unsigned char)(c + ('a' - 'A'));
+      if (c != (unsigned char)want[j]) break;
+    }
+    if (j == len) return i;
+  }
+  return -1;
+}
+
+/* The signing string is hashed as it is made, through a buffer: a few
+ * digest updates instead of one per piece. */
+typedef struct {
+  EVP_MD_CTX *ctx;
+  size_t n;
+  int ok;
+  char buf[512];
+} sigstring;
+
+/* appends p[0..len); (NULL, 0) hashes what is buffered. 0 after a failure */
+static int ss_add(sigstring *s, const char *p, size_t len) {
+  if (s->ok && (p == NULL || s->n + len > sizeof s->buf)) {
+    s->ok = s->n == 0 || EVP_DigestUpdate(s->ctx, s->buf, s->n);
+    s->n = 0;
+  }
+  if (p == NULL || !s->ok) return s->ok;
+  if (len > sizeof s->buf) return s->ok = EVP_DigestUpdate(s->ctx, p, len);
+  memcpy(s->buf + s->n, p, len);
+  s->n += len;
+  return 1;
+}
+
+#define BG_SHA512_DIGEST 1   /* Digest: SHA-512 (else SHA-256) */
+#define BG_SHA512_HASH 2     /* signature hash sha512 (else sha256) */
+#define BG_PSS 4             /* RSA-PSS (else PKCS#1 v1.5; EC: DER) */
+
+/* identity:_sign_berlin(headers, body, flags, prefix, certificate)
+ * -> true | false | nil, err, code
+ * Signs a request's headers in place with the fixed Berlin Group header list
+ * (digest, x-request-id, then psu-id, psu-corporate-id, tpp-redirect-uri when
+ * present): sets Digest, Signature (prefix .. names .. '",signature="' ..
+ * base64 .. '"') and TPP-Signature-Certificate (certificate), replacing any
+ * other spelling of them. false, and nothing changed, when the header table
+ * is one the general Lua path must handle (a metatable, a name of the list
+ * in two spellings, a value of the list that is not a string, no
+ * X-Request-ID). Internal: for xs2a.sign.berlin only. */
+static int identity_sign_berlin(lua_State *L) {
+  xs2a_identity *id = xs2a_checkidentity(L, 1);
+  size_t blen = 0, plen, clen, vlen[4] = {0, 0, 0, 0}, klen[BG_N], dvlen, siglen, b64len, i;
+  const char *body = "", *prefix, *val[4] = {NULL, NULL, NULL, NULL}, *key[BG_N];
+  lua_Integer flags;
+  int n, hslot, pss;
+  unsigned char h[EVP_MAX_MD_SIZE], sig[SIG_MAX];
+  char dv[8 + 88], b64[(SIG_MAX + 2) / 3 * 4];
+  unsigned int hlen = 0;
+  EVP_MD_CTX *c;
+  sigstring ss;
+  luaL_Buffer b;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 3)) body = luaL_checklstring(L, 3, &blen);
+  flags = luaL_checkinteger(L, 4);
+  luaL_argcheck(L, flags >= 0 && flags <= 7, 4, "flags must be 0..7");
+  prefix = luaL_checklstring(L, 5, &plen);
+  luaL_checklstring(L, 6, &clen);
+  lua_settop(L, 6);
+  hslot = (flags & BG_SHA512_HASH) ? 2 : 0;
+  pss = (flags & BG_PSS) != 0;
+  for (i = 0; i < BG_N; i++) { key[i] = NULL; klen[i] = 0; }
+  if (lua_getmetatable(L, 2)) { lua_pushboolean(L, 0); return 1; }
+  lua_pushnil(L);
+  while (lua_next(L, 2) != 0) {
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      size_t kl;
+      const char *k = lua_tolstring(L, -2, &kl);
+      int w = bg_name(k, kl);
+      if (w >= 0 && (key[w] != NULL || (w < 4 && lua_type(L, -1) != LUA_TSTRING))) {
+        lua_pushboolean(L, 0);       /* two spellings, or a value to convert */
+        return 1;
+      }
+      if (w >= 0) {
+        key[w] = k;                  /* kept alive by the table until replaced */
+        klen[w] = kl;
+        if (w < 4) val[w] = lua_tolstring(L, -1, &vlen[w]);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  if (val[BG_XRID] == NULL) { lua_pushboolean(L, 0); return 1; }
+  if ((n = sign_ready(L, id)) != 0) return n;
+  if (pss && EVP_PKEY_base_id(id->key) == EVP_PKEY_EC) return luaL_argerror(L, 4, "PSS needs an RSA key");
+  if (id->dctx == NULL && (id->dctx = EVP_MD_CTX_new()) == NULL) return xs2a_pushsslerror(L, "identity.sign");
+  c = id->dctx;
+  /* Digest: the body's digest, then the signing string hashed as it is
+   * made (it holds public header values only) */
+  memcpy(dv, (flags & BG_SHA512_DIGEST) ? "SHA-512=" : "SHA-256=", 8);
+  if (fetched_md(id, (flags & BG_SHA512_DIGEST) ? 2 : 0) == NULL || fetched_md(id, hslot) == NULL ||
+      !EVP_DigestInit_ex2(c, fetched_md(id, (flags & BG_SHA512_DIGEST) ? 2 : 0), NULL) ||
+      !EVP_DigestUpdate(c, body, blen) || !EVP_DigestFinal_ex(c, h, &hlen))
+    return xs2a_pushsslerror(L, "identity.sign");
+  dvlen = 8 + xs2a_b64encode(h, hlen, dv + 8);
+  if (!EVP_DigestInit_ex2(c, fetched_md(id, hslot), NULL)) return xs2a_pushsslerror(L, "identity.sign");
+  ss.ctx = c;
+  ss.n = 0;
+  ss.ok = 1;
+  ss_add(&ss, "digest: ", 8);
+  ss_add(&ss, dv, dvlen);
+  ss_add(&ss, "\nx-request-id: ", 15);
+  ss_add(&ss, val[BG_XRID], vlen[BG_XRID]);
+  for (i = BG_PSU_ID; i <= BG_REDIRECT; i++)
+    if (val[i] != NULL) {
+      ss_add(&ss, "\n", 1);
+      ss_add(&ss, BG_NAMES[i].name, BG_NAMES[i].len);
+      ss_add(&ss, ": ", 2);
+      ss_add(&ss, val[i], vlen[i]);
+    }
+  if (!ss_add(&ss, NULL, 0)) return xs2a_pushsslerror(L, "identity.sign");
+  if (!EVP_DigestFinal_ex(c, h, &hlen)) return xs2a_pushsslerror(L, "identity.sign");
+  /* the header values, set as the Lua path sets them: Digest before the
+   * signature is made, the other two after */
+  for (i = 0; i < 3; i++) {
+    int w = BG_DIGEST + (int)i;
+    if (key[w] != NULL && (klen[w] != strlen(BG_SET[i]) || memcmp(key[w], BG_SET[i], klen[w]) != 0)) {
+      lua_pushlstring(L, key[w], klen[w]);
+      lua_pushnil(L);
+      lua_rawset(L, 2);              /* another spelling goes */
+    }
+  }
+  lua_pushlstring(L, dv, dvlen);
+  lua_setfield(L, 2, "Digest");
+  if ((n = sign_hash_checked(L, id, hslot, pss, h, hlen, sig, &siglen)) != 0) return n;
+  b64len = xs2a_b64encode(sig, siglen, b64);
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, prefix, plen);
+  luaL_addstring(&b, "digest x-request-id");
+  for (i = BG_PSU_ID; i <= BG_REDIRECT; i++)
+    if (val[i] != NULL) {
+      luaL_addchar(&b, ' ');
+      luaL_addlstring(&b, BG_NAMES[i].name, BG_NAMES[i].len);
+    }
+  luaL_addstring(&b, "\",signature=\"");
+  luaL_addlstring(&b, b64, b64len);
+  luaL_addchar(&b, '"');
+  luaL_pushresult(&b);
+  lua_setfield(L, 2, "Signature");
+  lua_pushvalue(L, 6);
+  lua_setfield(L, 2, "TPP-Signature-Certificate");
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -991,6 +1190,7 @@ static const luaL_Reg identity_methods[] = {
   {"chain_der", identity_chain_der},
   {"sign", identity_sign},
   {"_pkey_handle", identity_pkey_handle},
+  {"_sign_berlin", identity_sign_berlin},
   {"close", identity_close},
   {NULL, NULL}
 };

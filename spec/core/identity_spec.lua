@@ -325,7 +325,8 @@ describe("xs2a.core.identity", function()
       local id = assert(load("qseal-ec"))
       assert.is_nil(id.export_key_pem)
       for name, f in pairs(getmetatable(id).__index) do
-        if type(f) == "function" and name ~= "close" and name ~= "sign" and name ~= "_pkey_handle" then
+        if type(f) == "function" and name ~= "close" and name ~= "sign" and name ~= "_pkey_handle"
+          and name ~= "_sign_berlin" then   -- signers: their outputs are signatures and headers
           local out = f(id)
           local text = type(out) == "table" and table.concat((function()
             local t = {}

@@ -240,6 +240,135 @@ describe("xs2a.sign", function()
       assert.has_error(function() sign.berlin("not an identity") end)
     end)
 
+    describe("in one call to the C core (identity:_sign_berlin)", function()
+      -- counts what the fast path answered (true: signed, false: left to the
+      -- general Lua path) while f runs; the real method is called
+      local function watched(id, f)
+        local methods = getmetatable(id).__index
+        local real, seen = methods._sign_berlin, {}
+        methods._sign_berlin = function(...)
+          local ok, err, code = real(...)
+          seen[#seen + 1] = ok
+          return ok, err, code
+        end
+        local ok, e = pcall(f)
+        methods._sign_berlin = real
+        assert(ok, e)
+        return seen
+      end
+      local function copy(t)
+        local c = {}
+        for k, v in pairs(t) do c[k] = type(v) == "table" and copy(v) or v end
+        return setmetatable(c, getmetatable(t))
+      end
+      -- the same request signed by the one call and by the general path (an
+      -- extra name that is signed anyway keeps the header list): RSA PKCS#1
+      -- v1.5 is deterministic, so both header tables must be equal
+      local function same_as_general(req, opts, want_fast)
+        opts = opts or {}
+        local general_opts = copy(opts)
+        general_opts.headers = { "x-request-id" }
+        local a, b = copy(req), copy(req)
+        local ra, ea, rb, eb
+        local seen = watched(qseal, function()
+          ra, ea = sign.berlin(qseal, opts):sign(a)
+        end)
+        assert.same({ want_fast }, seen)
+        seen = watched(qseal, function()
+          rb, eb = sign.berlin(qseal, general_opts):sign(b)
+        end)
+        assert.same({}, seen)
+        assert.equal(ea, eb)
+        assert.equal(ra == nil, rb == nil)
+        assert.same(b.headers, a.headers)
+        return a
+      end
+
+      it("signs byte for byte what the general path signs", function()
+        local long = "https://tpp.example/cb?state=" .. string.rep("x", 700)
+        local cases = {
+          { req = ig_request() },
+          { req = ig_request(), opts = { digest = "SHA-512" } },
+          { req = ig_request(), opts = { hash = "sha512", algorithm = "SHA512withRSA" } },
+          { req = ig_request(), opts = { keyid_serial_case = "lower" } },
+          { req = { method = "GET", url = "https://b.example/v1/accounts", headers = { ["x-request-id"] = "r1",
+            ["psu-corporate-id"] = "corp", ["PSU-ID"] = "", Accept = "application/json" } } },
+          { req = { method = "POST", url = "https://b.example/v1/x", body = "",
+            headers = { ["X-REQUEST-ID"] = "r2", ["tpp-redirect-uri"] = long, digest = "SHA-256=old",
+              SIGNATURE = "old", ["tpp-signature-certificate"] = "old", [1] = "not a header" } } },
+          { req = { method = "POST", url = "https://b.example/v1/x", body = string.rep("{}", 5000),
+            headers = { ["X-Request-ID"] = string.rep("7", 600), ["PSU-ID"] = "p",
+              Digest = "x", Signature = "y", ["TPP-Signature-Certificate"] = "z" } } },
+        }
+        for _, c in ipairs(cases) do
+          local req = same_as_general(c.req, c.opts, true)
+          assert.is_nil(req.headers.digest or req.headers.SIGNATURE or req.headers["tpp-signature-certificate"])
+          assert.is_true(sign.verify_berlin(req, { cert = read(pki("ca.pem")) }))
+        end
+        -- the IG vector through the one call, checked by openssl
+        local req = ig_request()
+        assert.same({ true }, watched(qseal, function() assert(sign.berlin(qseal):sign(req)) end))
+        assert.equal(V.ig.digest, req.headers.Digest)
+        assert.is_true(cli.verify(pki("qseal.pem"), V.ig.signing_string,
+          core.b64decode(params(req.headers.Signature).signature)))
+      end)
+
+      it("signs ECDSA and RSA-PSS that openssl and the verifier accept, the same request again and again", function()
+        for _, c in ipairs({ { qseal_ec, {} }, { qseal_ec, { digest = "SHA-512", hash = "sha512" } },
+                             { qseal, { padding = "pss" } } }) do
+          local s, req = sign.berlin(c[1], c[2]), ig_request()
+          local seen = watched(c[1], function()
+            for _ = 1, 3 do assert(s:sign(req)) end
+          end)
+          assert.same({ true, true, true }, seen)
+          local p = params(req.headers.Signature)
+          local cert = c[1] == qseal_ec and "qseal-ec.pem" or "qseal.pem"
+          assert.is_true(cli.verify(pki(cert), signing_string(req), core.b64decode(p.signature), c[2].hash or "sha256",
+            c[2].padding and "-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest" or nil), p.algorithm)
+          assert.is_true(sign.verify_berlin(req, { cert = read(pki("ca.pem")) }))
+        end
+      end)
+
+      it("leaves the header tables it does not read to the general path", function()
+        local function with(h)
+          local req = ig_request()
+          for k, v in pairs(h) do req.headers[k] = v end
+          return req
+        end
+        same_as_general(with{ ["x-request-id"] = "second spelling" }, nil, false)
+        same_as_general(with{ ["PSU-ID"] = { "a", "b" } }, nil, false)
+        same_as_general(with{ ["X-Request-ID"] = 42 }, nil, false)
+        same_as_general(with{ digest = "a", DIGEST = "b" }, nil, false)
+        same_as_general({ method = "GET", url = "https://b.example/", headers = {} }, nil, false)
+        local req = ig_request()
+        setmetatable(req.headers, { __index = function() return nil end })
+        same_as_general(req, nil, false)
+      end)
+
+      it("raises on bad arguments and on a closed identity, never crashes", function()
+        local s = sign.berlin(qseal)
+        local h = { ["X-Request-ID"] = "1" }
+        local bad = {
+          { "not a table", nil, 0, s.sig_prefix, s.certificate },
+          { h, {}, 0, s.sig_prefix, s.certificate },
+          { h, nil, 8, s.sig_prefix, s.certificate },
+          { h, nil, -1, s.sig_prefix, s.certificate },
+          { h, nil, "x", s.sig_prefix, s.certificate },
+          { h, nil, 0, nil, s.certificate },
+          { h, nil, 0, s.sig_prefix, false },
+        }
+        for i, args in ipairs(bad) do
+          assert.has_error(function() qseal:_sign_berlin((table.unpack or unpack)(args, 1, 5)) end, nil, i)
+        end
+        assert.has_error(function() qseal_ec:_sign_berlin(h, nil, 4, s.sig_prefix, s.certificate) end)
+        assert.is_nil(h.Digest)
+        local closed = load("qseal-ec")
+        local cs = sign.berlin(closed)
+        closed:close()
+        assert.has_error(function() cs:sign(ig_request()) end, "identity is closed")
+      end)
+    end)
+
     it("keeps neither the body nor key material", function()
       local s = sign.berlin(qseal)
       local req = ig_request()
