@@ -82,6 +82,8 @@ typedef struct xfer {
   CURLcode result;
   int too_large, oom;         /* too_large: 1 = the body, 2 = the header lines */
   int want_list, want_time;    /* req.header_list, req.timings: build those fields */
+  int configured;              /* the easy handle holds the session's fixed options */
+  int plain_get;               /* this transfer is an idempotent GET without a body */
   size_t max_body;
   long timeout;                /* ms, for the safety deadline */
   double started;              /* monotonic seconds */
@@ -203,8 +205,17 @@ static CURLcode ssl_ctx_setup(CURL *curl, void *sslctx, void *ud) {
   (void)curl;
   SSL_CTX_set1_cert_store(ctx, s->store);
 #ifdef SSL_OP_CLEANSE_PLAINTEXT
-  /* wipe decrypted records (tokens) when OpenSSL releases its buffers */
+  /* wipe decrypted records (tokens) as soon as they are read */
   SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT);
+#endif
+#ifdef SSL_MODE_RELEASE_BUFFERS
+  /* libcurl asks OpenSSL to free a connection's read buffer after every
+   * read; with CLEANSE_PLAINTEXT each free first wipes the whole 16 KiB
+   * buffer (about 10,000 instructions per response, a third of the
+   * transport's overhead over a raw libcurl loop). The plaintext is already
+   * wiped as it is read (above), so the buffer is kept for the
+   * connection's life instead, and wiped when it is freed. */
+  SSL_CTX_clear_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 #endif
   if (s->cert != NULL) {
     if (SSL_CTX_use_certificate(ctx, s->cert) != 1 || SSL_CTX_use_PrivateKey(ctx, s->key) != 1)
@@ -251,7 +262,16 @@ static void xfer_free(xs2a_session *s, xfer *x) {
   if (x->easy != NULL && x->state == XF_RUNNING && s->multi != NULL)
     curl_multi_remove_handle(s->multi, x->easy);
   if (s->open && x->easy != NULL && s->npool < POOL_MAX) {
-    curl_easy_reset(x->easy);
+    /* After an idempotent GET the handle keeps its options: the next
+     * request sets every option that differs between requests. Anything
+     * else (a body, which libcurl copied; another method; a fresh
+     * connection; a failure) starts again from libcurl's defaults. */
+    if (!x->plain_get || x->result != CURLE_OK || x->too_large || x->oom) {
+      curl_easy_reset(x->easy);
+      x->configured = 0;
+    } else {
+      curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    }
     curl_slist_free_all(x->hdrs);
     x->hdrs = NULL;
     membuf_wipe(&x->body);
@@ -274,6 +294,7 @@ static xfer *xfer_new(xs2a_session *s) {
   x->id = 0;
   x->result = CURLE_OK;
   x->too_large = x->oom = 0;
+  x->plain_get = 0;
   x->errbuf[0] = '\0';
   return x;
 }
@@ -383,77 +404,102 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
   if (lua_istable(L, -1)) {
     lua_pushnil(L);                                     /* ..., headers, key */
     while (lua_next(L, -2) != 0) {                      /* ..., headers, key, value */
-      size_t nlen, vlen;
+      size_t nlen, vlen, need;
       const char *name, *value;
-      luaL_Buffer b;
+      char small[512], *line;
+      int added;
       if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "request: header names must be strings");
       if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
         luaL_error(L, "request: header values must be strings");
-      lua_pushvalue(L, -1);                             /* ..., key, value, value copy */
-      value = lua_tolstring(L, -1, &vlen);
-      name = lua_tolstring(L, -3, &nlen);
+      value = lua_tolstring(L, -1, &vlen);              /* the value slot (a number becomes text there) */
+      name = lua_tolstring(L, -2, &nlen);
       if (!is_token(name, nlen)) { *why = "header name is not a valid token"; goto reject; }
-      for (i = 0; i < vlen; i++)
-        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0') {
-          *why = "header value contains CR, LF or NUL";
-          goto reject;
-        }
-      if (strcasecmp(name, "content-type") == 0) has_ctype = 1;
-      if (strcasecmp(name, "expect") == 0) has_expect = 1;
-      luaL_buffinit(L, &b);
-      luaL_addlstring(&b, name, nlen);
-      /* "Name;" is libcurl's way to send a header with an empty value */
-      if (vlen == 0) luaL_addchar(&b, ';');
-      else { luaL_addstring(&b, ": "); luaL_addlstring(&b, value, vlen); }
-      luaL_pushresult(&b);                              /* ..., key, value, copy, line */
-      if (!add_header(x, lua_tostring(L, -1))) luaL_error(L, "request: out of memory");
-      lua_pop(L, 3);                                    /* ..., headers, key */
+      if (memchr(value, '\r', vlen) != NULL || memchr(value, '\n', vlen) != NULL ||
+          memchr(value, '\0', vlen) != NULL) {
+        *why = "header value contains CR, LF or NUL";
+        goto reject;
+      }
+      if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0) has_ctype = 1;
+      if (nlen == 6 && strncasecmp(name, "expect", 6) == 0) has_expect = 1;
+      /* "Name: value", or "Name;" (libcurl's way to send an empty value),
+       * built in C memory: no Lua string per header */
+      need = nlen + 2 + vlen + 1;
+      line = need <= sizeof small ? small : (char *)malloc(need);
+      if (line == NULL) luaL_error(L, "request: out of memory");
+      memcpy(line, name, nlen);
+      if (vlen == 0) {
+        line[nlen] = ';';
+        line[nlen + 1] = '\0';
+      } else {
+        line[nlen] = ':';
+        line[nlen + 1] = ' ';
+        memcpy(line + nlen + 2, value, vlen);
+        line[nlen + 2 + vlen] = '\0';
+      }
+      added = add_header(x, line);
+      OPENSSL_cleanse(line, need);                      /* it may hold a token */
+      if (line != small) free(line);
+      if (!added) luaL_error(L, "request: out of memory");
+      lua_pop(L, 1);                                    /* ..., headers, key */
     }
   }
-  /* libcurl's defaults we do not want: a form content type, Expect: 100-continue */
-  if ((!has_ctype && !add_header(x, "Content-Type:")) || (!has_expect && !add_header(x, "Expect:")))
+  if (body == NULL && (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+                       strcmp(method, "PATCH") == 0)) {
+    body = "";                 /* send Content-Length: 0 */
+    body_len = 0;
+  }
+  /* libcurl's defaults we do not want on a request with a body: a form
+   * content type, Expect: 100-continue (it adds neither without a body) */
+  if (body != NULL &&
+      ((!has_ctype && !add_header(x, "Content-Type:")) || (!has_expect && !add_header(x, "Expect:"))))
     luaL_error(L, "request: out of memory");
 
   if (x->easy == NULL && (x->easy = curl_easy_init()) == NULL) luaL_error(L, "request: out of memory");
   e = x->easy;
-  curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
-  curl_easy_setopt(e, CURLOPT_SHARE, s->share);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_URL, url);
+  if (!x->configured) {
+    /* the options every request of the session shares (they stay set while
+     * the handle serves idempotent GETs, see xfer_free) */
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
+    curl_easy_setopt(e, CURLOPT_SHARE, s->share);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
 #else
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS);
 #endif
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(e, CURLOPT_PROXY, s->proxy != NULL ? s->proxy : "");
-  curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-  /* The trust store and the identity are parsed once per session and
-   * installed by ssl_ctx_setup; libcurl loads no CA file or key itself
-   * (it would parse them again for every new connection). */
-  curl_easy_setopt(e, CURLOPT_CAINFO, NULL);
-  curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
-  curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_setup);
-  curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, (void *)s);
-  if (s->cert_file != NULL) {
-    curl_easy_setopt(e, CURLOPT_SSLCERT, s->cert_file);
-    curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
-    curl_easy_setopt(e, CURLOPT_SSLKEY, s->key_file != NULL ? s->key_file : s->cert_file);
-    curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_PROXY, s->proxy != NULL ? s->proxy : "");
+    curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    /* The trust store and the identity are parsed once per session and
+     * installed by ssl_ctx_setup; libcurl loads no CA file or key itself
+     * (it would parse them again for every new connection). */
+    curl_easy_setopt(e, CURLOPT_CAINFO, NULL);
+    curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+    curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_setup);
+    curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, (void *)s);
+    if (s->cert_file != NULL) {
+      curl_easy_setopt(e, CURLOPT_SSLCERT, s->cert_file);
+      curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+      curl_easy_setopt(e, CURLOPT_SSLKEY, s->key_file != NULL ? s->key_file : s->cert_file);
+      curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+    }
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                     s->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+    if (s->http2) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)x);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x);
+    x->configured = 1;
   }
-  curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
-                   s->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
-  if (s->http2) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout);
+  /* the options of this request */
+  curl_easy_setopt(e, CURLOPT_URL, url);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
   curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)x);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
 
   if (idempotent < 0)
@@ -464,11 +510,6 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
    * is not safe to repeat (a payment POST) therefore never rides on a reused
    * connection: it gets a fresh one, which libcurl does not retry. */
   if (!idempotent) curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
-  if (body == NULL && (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-                       strcmp(method, "PATCH") == 0)) {
-    body = "";                 /* send Content-Length: 0 */
-    body_len = 0;
-  }
   if (body != NULL) {
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     if (curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body) != CURLE_OK)
@@ -476,6 +517,7 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
     if (strcmp(method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
   } else if (strcmp(method, "GET") == 0) {
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    x->plain_get = idempotent;     /* the handle may keep its options (xfer_free) */
   } else if (strcmp(method, "HEAD") == 0) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else {

@@ -190,29 +190,26 @@ function _M.encode(v, shape)
   return tbl_concat(buf)
 end
 
--- one walk over a decoded value: marks non-empty arrays (when cjson does
--- not) and turns integral floats into integers (Lua 5.3+)
-local function walk(v, mark)
-  if type(v) == "table" then
-    local arr = mark and rawget(v, 1) ~= nil
-    for k, x in pairs(v) do
-      local tx = type(x)
-      if tx == "table" then
-        walk(x, mark)
-      elseif tx == "number" and FLOATS then
-        v[k] = tointeger(x) or x
-      end
-    end
-    if arr then setmetatable(v, array_mt) end
-    return v
-  elseif FLOATS and type(v) == "number" then
-    return tointeger(v) or v
-  end
-  return v
-end
-
 local MARK = not NATIVE
 local WALK = MARK or FLOATS
+
+-- one walk over a decoded table: marks non-empty arrays (when cjson does
+-- not) and turns integral floats into integers (Lua 5.3+). The tables are
+-- cjson's own, without metatables: `v[1]` is a raw read.
+local function walk(v)
+  local arr = MARK and v[1] ~= nil
+  for k, x in next, v do
+    local tx = type(x)
+    if tx == "table" then
+      walk(x)
+    elseif FLOATS and tx == "number" then
+      local i = tointeger(x)
+      if i then v[k] = i end  -- an existing key: allowed while traversing
+    end
+  end
+  if arr then setmetatable(v, array_mt) end
+  return v
+end
 
 --- Decodes JSON text.
 -- @param text string
@@ -225,7 +222,10 @@ function _M.decode(text)
   if not ok then
     return nil, "json.decode: " .. tostring(v)
   end
-  if WALK then return walk(v, MARK) end
+  if WALK then
+    if type(v) == "table" then return walk(v) end
+    if FLOATS and type(v) == "number" then return tointeger(v) or v end
+  end
   return v
 end
 

@@ -20,7 +20,7 @@ local errors = require "xs2a.errors"
 local redact = require "xs2a.redact"
 
 local type, tostring, next, error = type, tostring, next, error
-local str_find, str_sub, str_match = string.find, string.sub, string.match
+local str_find, str_sub, str_match, str_byte = string.find, string.sub, string.match, string.byte
 
 local _M = {}
 
@@ -33,6 +33,9 @@ local function is_ais_read(path)
   return false
 end
 
+-- methods already seen to be upper-case tokens (the pattern check runs once per name)
+local METHOD_OK = { GET = true, POST = true, PUT = true, DELETE = true, PATCH = true, HEAD = true, OPTIONS = true }
+
 --- Builds the exchange of a caller's request. Programmer errors (a bad
 -- method, no path) raise at `level`; runtime failures return nil, err.
 -- @param ctx the client context (`base_url`, `root`, `origin`, `roles`, `limiter`, `store`, `profile`)
@@ -43,7 +46,7 @@ function _M.new(ctx, req, level)
   level = (level or 1) + 1
   if type(req) ~= "table" then error("request must be a table", level) end
   local method = req.method or "GET"
-  if type(method) ~= "string" or not str_find(method, "^%u+$") then
+  if not METHOD_OK[method] and (type(method) ~= "string" or not str_find(method, "^%u+$")) then
     error("bad method " .. tostring(method), level)
   end
 
@@ -60,11 +63,16 @@ function _M.new(ctx, req, level)
     path = pu and pu.path or full
     if pu and str_sub(path, 1, #ctx.root) == ctx.root then path = str_sub(path, #ctx.root + 1) end
   elseif req.path then
-    if type(req.path) ~= "string" or str_sub(req.path, 1, 1) ~= "/" then error("path must start with /", level) end
-    local q = url.encode_query(req.query)
-    full = ctx.base_url .. ctx.root .. req.path .. (q ~= "" and ("?" .. q) or "")
     path = req.path
-    from = #ctx.base_url + #ctx.root + 1
+    if type(path) ~= "string" or str_byte(path, 1) ~= 47 then error("path must start with /", level) end -- "/"
+    local base, root = ctx.base_url, ctx.root
+    local q = req.query ~= nil and url.encode_query(req.query) or ""
+    if q ~= "" then
+      full = base .. root .. path .. "?" .. q
+    else
+      full = base .. root .. path
+    end
+    from = #base + #root + 1
   else
     error("request needs path or url", level)
   end
@@ -79,20 +87,22 @@ function _M.new(ctx, req, level)
   end
 
   local body, ctype
+  local rbody = req.body
+  local tbody = rbody ~= nil and type(rbody) or nil
   if req.form ~= nil then
     body = url.encode_query(req.form)
     ctype = "application/x-www-form-urlencoded"
-  elseif type(req.body) == "table" then
+  elseif tbody == "table" then
     local err
-    body, err = json.encode(req.body, req.shape)
+    body, err = json.encode(rbody, req.shape)
     if not body then
       return nil, errors.new("config", { code = "BODY_INVALID", text = err, method = method, path = path })
     end
     ctype = "application/json"
-  elseif type(req.body) == "string" then
-    body = req.body
+  elseif tbody == "string" then
+    body = rbody
     ctype = "application/json"
-  elseif req.body ~= nil then
+  elseif tbody ~= nil then
     error("body must be a table or a string", level)
   end
 
@@ -104,15 +114,16 @@ function _M.new(ctx, req, level)
     body = body, ctype = ctype, idempotent = idempotent, token_key = req.token,
     attempt = 0, refreshed = false,
     -- secret values this request carries (scrubbed from errors and logs)
-    secrets = (req.form ~= nil or type(req.body) == "table") and redact.collect_secrets(req.form or req.body) or nil,
+    secrets = (req.form ~= nil or tbody == "table") and redact.collect_secrets(req.form or rbody) or nil,
   }
   -- frequencyPerDay for AIS reads without the PSU: one unit per attempt
   -- that reaches the bank (given back when the bank refused before counting).
   -- The profile's `frequency_rule` (docs/paysera.md, reading 5): "resource"
   -- counts per endpoint and account and lets follow-up pages go free;
   -- "consent" counts every call, pages included, against the consent.
+  if req.service ~= "AIS" then return ex end
   local strict = ctx.profile and ctx.profile.frequency_rule == "consent"
-  if req.service == "AIS" and method == "GET" and req.consent_id and not (type(req.psu) == "table"
+  if method == "GET" and req.consent_id and not (type(req.psu) == "table"
       and req.psu.ip ~= nil) and (strict or not req.follow) and ctx.limiter and is_ais_read(path) then
     ex.freq = { consent_id = req.consent_id, resource = strict and "*" or str_match(path, "^([^?]*)"),
       max = req.frequency_per_day or ctx:consent_frequency(req.consent_id) }

@@ -85,7 +85,10 @@ local stages = {}
 _M.stages = stages
 
 --- The headers of the attempt: X-Request-ID, Date, Accept, Content-Type,
--- PSU-*, Consent-ID, TPP-Redirect-URI, then the caller's own.
+-- PSU-*, Consent-ID, TPP-Redirect-URI, then the caller's own. What the
+-- library made itself (the core's UUID, the date, constant values) is valid
+-- by construction; every value that came from the caller, the bank or the
+-- store is checked (no CR, LF or NUL; names are tokens) before it is kept.
 function stages.prepare(ctx, ex)
   local service = ex.service
   if service and ROLE_OF[service] and not ctx.roles[ROLE_OF[service]] then
@@ -96,33 +99,51 @@ function stages.prepare(ctx, ex)
     ["X-Request-ID"] = ex.request_id,
     ["Date"] = date.http(),
     ["Accept"] = "application/json",
+    ["Content-Type"] = ex.ctype,
   }
-  if ex.ctype then headers["Content-Type"] = ex.ctype end
-  if req.psu then
-    for k, v in pairs(req.psu) do
+  local psu = req.psu
+  if psu then
+    for k, v in pairs(psu) do
       local h = PSU_HEADERS[k]
-      if h and v ~= nil and v ~= false then headers[h] = tostring(v) end
+      if h and v ~= nil and v ~= false then
+        v = tostring(v)
+        local ok, why = header_ok(h, v)
+        if not ok then return fail(ex, "config", "HEADER_INVALID", why) end
+        headers[h] = v
+      end
     end
   end
-  if req.consent_id then headers["Consent-ID"] = tostring(req.consent_id) end
+  if req.consent_id then
+    local v = tostring(req.consent_id)
+    local ok, why = header_ok("Consent-ID", v)
+    if not ok then return fail(ex, "config", "HEADER_INVALID", why) end
+    headers["Consent-ID"] = v
+  end
   if req.redirect and ctx.redirect_uri then
-    headers["TPP-Redirect-URI"] = req.redirect_uri or ctx.redirect_uri
-    if ctx.nok_redirect_uri then headers["TPP-Nok-Redirect-URI"] = ctx.nok_redirect_uri end
+    local v = req.redirect_uri or ctx.redirect_uri
+    local ok, why = header_ok("TPP-Redirect-URI", v)
+    if not ok then return fail(ex, "config", "HEADER_INVALID", why) end
+    headers["TPP-Redirect-URI"] = v
+    if ctx.nok_redirect_uri then
+      ok, why = header_ok("TPP-Nok-Redirect-URI", ctx.nok_redirect_uri)
+      if not ok then return fail(ex, "config", "HEADER_INVALID", why) end
+      headers["TPP-Nok-Redirect-URI"] = ctx.nok_redirect_uri
+    end
   end
   ex.own_auth = false
-  if req.headers then
-    for k, v in pairs(req.headers) do
+  local own = req.headers
+  if own then
+    for k, v in pairs(own) do
       if type(k) == "string" and str_lower(k) == "authorization" then ex.own_auth = true end
       if v == false then
         headers[k] = nil
       else
-        headers[k] = type(v) == "number" and tostring(v) or v
+        if type(v) == "number" then v = tostring(v) end
+        local ok, why = header_ok(k, v)
+        if not ok then return fail(ex, "config", "HEADER_INVALID", why) end
+        headers[k] = v
       end
     end
-  end
-  for k, v in pairs(headers) do
-    local ok, why = header_ok(k, v)
-    if not ok then return fail(ex, "config", "HEADER_INVALID", why) end
   end
   ex.headers = headers
   return ex
@@ -209,7 +230,7 @@ function stages.send(ctx, ex)
     log(ctx, ex, "debug", "request", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
       url = ex.url, headers = treq.headers, body = ex.body, service = ex.service })
   end
-  ex.started = date.now()
+  if logging then ex.started = date.now() end
   local ok, res, terr = pcall(ctx.transport.request, ctx.transport, treq)
   if ex.release then
     ex.release()
@@ -278,6 +299,7 @@ function stages.verify(ctx, ex)
 end
 
 local function has_json_type(ctype)
+  if ctype == "application/json" then return true end
   return ctype ~= nil and str_find(str_lower(ctype), "json", 1, true) ~= nil
 end
 
