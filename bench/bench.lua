@@ -289,13 +289,14 @@ srv:stop()
 assert(ok_http, err_http)
 
 ------------------------------------------------------------------------------
--- 2. Signatures: the Berlin Group signer against openssl speed
+-- 2. Signatures: the Berlin Group signer against openssl speed, in
+--    interleaved rounds of one CPU second each; each side's best round
 
 do
   local sign = require "xs2a.sign"
   local function speed(alg)
     -- signatures per CPU second (openssl speed counts CPU time)
-    local out = sh("openssl speed -mr -seconds 2 " .. alg)
+    local out = sh("openssl speed -mr -seconds 1 " .. alg)
     local per_s = out:match("%+F%d*:%d+:%d+:([%d.]+):")
     assert(per_s, "openssl speed " .. alg .. ": " .. out:sub(-300))
     return tonumber(per_s)
@@ -305,8 +306,7 @@ do
   -- openssl speed signs one buffer again and again; building a new request
   -- table with a new X-Request-ID each time is the pipeline's work, not the
   -- signer's
-  local function ours(id)
-    local signer = sign.berlin(id)
+  local function ours(signer)
     local req = { method = "POST", url = "https://bank.example/v1/payments/sepa-credit-transfers",
       headers = { ["X-Request-ID"] = core.uuid4(), ["Content-Type"] = "application/json",
         ["Date"] = "Sun, 29 Nov 2026 07:00:00 GMT" },
@@ -316,16 +316,58 @@ do
     repeat
       for _ = 1, 50 do assert(signer:sign(req)) end
       n = n + 50
-    until os.clock() - t0 >= 2
+    until os.clock() - t0 >= 1
     return n / (os.clock() - t0)
   end
   local ec = assert(xs2a.identity{ cert = PKI .. "qseal-ec.pem", key = PKI .. "qseal-ec.key" })
-  local e_ours, e_ref = ours(ec), speed("ecdsap256")
-  row("ECDSA P-256 Berlin signatures per second", fmt("%.0f/s", e_ours), fmt("openssl speed %.0f/s", e_ref),
-    e_ours / e_ref, 0.9, "higher")
-  local r_ours, r_ref = ours(qseal), speed("rsa2048")
-  row("RSA-2048 Berlin signatures per second", fmt("%.0f/s", r_ours), fmt("openssl speed %.0f/s", r_ref),
-    r_ours / r_ref, 0.9, "higher")
+  for _, c in ipairs({ { "ECDSA P-256", ec, "ecdsap256" }, { "RSA-2048", qseal, "rsa2048" } }) do
+    local signer, o, r = sign.berlin(c[2]), {}, {}
+    for i = 1, ROUNDS do
+      o[i] = -ours(signer)               -- best() takes the smallest
+      r[i] = -speed(c[3])
+    end
+    local s_ours, s_ref = -best(o), -best(r)
+    row(c[1] .. " Berlin signatures per second", fmt("%.0f/s", s_ours), fmt("openssl speed %.0f/s", s_ref),
+      s_ours / s_ref, 0.9, "higher")
+  end
+  -- instructions per signature (callgrind), which no other load on the
+  -- machine changes: ours is the difference of two fixed-count runs of the
+  -- loop above; openssl speed's is what it spends inside EVP_PKEY_sign over
+  -- the signatures it reports
+  if sh("command -v valgrind"):find("valgrind", 1, true) then
+    local script = os.tmpname()
+    local f = assert(io.open(script, "wb"))
+    f:write(fmt([[
+package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
+package.cpath = %q .. package.cpath
+local xs2a = require "xs2a"
+local id = assert(xs2a.identity{ cert = arg[1] .. ".pem", key = arg[1] .. ".key" })
+local signer = xs2a.sign.berlin(id)
+local req = { method = "POST", url = "https://bank.example/v1/payments/sepa-credit-transfers",
+  headers = { ["X-Request-ID"] = "0b7e9c1e-5d2a-4f7e-9a51-3c8d2e6f4a10", ["Content-Type"] = "application/json",
+    ["Date"] = "Sun, 29 Nov 2026 07:00:00 GMT" },
+  body = '{"instructedAmount":{"currency":"EUR","amount":"123.45"}}' }
+for _ = 1, tonumber(arg[2]) do assert(signer:sign(req)) end
+]], is_jit and "./build/luajit/?.so;" or "./build/lua5.4/?.so;"))
+    f:close()
+    local function ir(cmd)
+      local out = sh("valgrind --tool=callgrind --callgrind-out-file=/dev/null " .. cmd)
+      return tonumber((out:match("Collected : (%d+)"))), out
+    end
+    for _, c in ipairs({ { "ECDSA P-256", "qseal-ec", "ecdsap256", 100, 400 },
+                         { "RSA-2048", "qseal", "rsa2048", 10, 40 } }) do
+      local lua = (is_jit and "luajit " or "lua5.4 ") .. script .. " " .. PKI .. c[2] .. " "
+      local a, b = ir(lua .. c[4]), ir(lua .. c[5])
+      local total, out = ir("--toggle-collect=EVP_PKEY_sign openssl speed -mr -seconds 1 " .. c[3])
+      local count = tonumber(out:match("%+R%d+:(%d+):"))
+      if a and b and total and count and count > 0 then
+        local mine, ref = (b - a) / (c[5] - c[4]), total / count
+        note(fmt("instructions per %s signature (callgrind): Berlin signer %.0f, openssl speed's EVP_PKEY_sign %.0f "
+          .. "(ratio %.2f)", c[1], mine, ref, ref / mine))
+      end
+    end
+    os.remove(script)
+  end
 end
 
 ------------------------------------------------------------------------------

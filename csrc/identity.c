@@ -1002,10 +1002,12 @@ typedef struct {
   char buf[512];
 } sigstring;
 
-/* appends p[0..len); (NULL, 0) hashes what is buffered. 0 after a failure */
+/* appends p[0..len); (NULL, 0) hashes what is buffered and wipes the
+ * buffer (header values such as PSU-ID are personal data). 0 after a failure */
 static int ss_add(sigstring *s, const char *p, size_t len) {
-  if (s->ok && (p == NULL || s->n + len > sizeof s->buf)) {
-    s->ok = s->n == 0 || EVP_DigestUpdate(s->ctx, s->buf, s->n);
+  if (p == NULL || s->n + len > sizeof s->buf) {
+    s->ok = s->ok && (s->n == 0 || EVP_DigestUpdate(s->ctx, s->buf, s->n));
+    OPENSSL_cleanse(s->buf, s->n);
     s->n = 0;
   }
   if (p == NULL || !s->ok) return s->ok;
