@@ -160,8 +160,15 @@ local function collect(v, key, out, depth, in_oauth)
     local oauth = in_oauth or v.grant_type ~= nil or v.code_verifier ~= nil
     local whole = key and SECRET_KEYS[key]
     for k, x in pairs(v) do
-      if whole and type(x) == "string" and #x >= MIN_SECRET then out[#out + 1] = x
-      else collect(x, k, out, depth + 1, oauth) end
+      local tx = type(x)
+      if tx == "string" then
+        -- what collect(x, k, ...) would do for a string one level down
+        if (whole or SECRET_KEYS[k] or (k == "code" and oauth)) and #x >= MIN_SECRET and (whole or depth < 20) then
+          out[#out + 1] = x
+        end
+      elseif tx == "table" then
+        collect(x, k, out, depth + 1, oauth)
+      end
     end
   end
 end

@@ -29,8 +29,8 @@
 local cjson = require "cjson"
 
 local type, pairs, next, rawget, rawlen = type, pairs, next, rawget, rawlen or function(t) return #t end
-local setmetatable, getmetatable, pcall, tostring, ipairs, tonumber = setmetatable, getmetatable, pcall, tostring,
-  ipairs, tonumber
+local setmetatable, getmetatable, pcall, tostring, tonumber = setmetatable, getmetatable, pcall, tostring,
+  tonumber
 local str_format, str_byte, str_find = string.format, string.byte, string.find
 local str_gsub = string.gsub
 local tbl_concat, tbl_sort = table.concat, table.sort
@@ -78,9 +78,29 @@ local function escape_char(c)
   return escapes[c] or str_format("\\u%04x", str_byte(c))
 end
 
+-- Printable ASCII but `"` and `\`: text that needs no escape. One anchored
+-- scan of ranges (the first one holds the lower-case letters) is several
+-- times cheaper than an unanchored search for `[%c"\\]`, which restarts the
+-- class match at every byte. Anything else (controls, quotes, bytes >= 128)
+-- takes the general path, so the output is the same.
+local PLAIN = '^[]-~ !#-Z%[]*$'
+
 local function encode_string(s)
-  if not str_find(s, '[%c"\\]') then return '"' .. s .. '"' end
+  if str_find(s, PLAIN) or not str_find(s, '[%c"\\]') then return '"' .. s .. '"' end
   return '"' .. str_gsub(s, '[%c"\\]', escape_char) .. '"'
+end
+
+-- object keys are a small set of field names: each is encoded once, with
+-- its colon (bounded: past KEYS_MAX names the memo starts again)
+local key_memo, n_keys, KEYS_MAX = {}, 0, 1024
+local function encode_key(k)
+  local e = key_memo[k]
+  if e == nil then
+    e = encode_string(k) .. ":"
+    if n_keys >= KEYS_MAX then key_memo, n_keys = {}, 0 end
+    key_memo[k], n_keys = e, n_keys + 1
+  end
+  return e
 end
 
 local function encode_number(n)
@@ -115,10 +135,14 @@ local function classify(t, want_array)
     return want_array and "array" or "object", 0
   end
   if type(k1) == "string" then
-    for k in pairs(t) do
+    -- the keys, checked and collected in one pass
+    local keys, n = {}, 0
+    for k in next, t do
       if type(k) ~= "string" then error("table mixes string and other keys", 0) end
+      n = n + 1
+      keys[n] = k
     end
-    return "object"
+    return "object", n, keys
   end
   local n, count = 0, 0
   for k in pairs(t) do
@@ -132,49 +156,75 @@ local function classify(t, want_array)
   return "array", n
 end
 
-encode_value = function(v, buf, seen, shape, depth)
+-- appends the text of `v` to `buf` after its `n` pieces; returns the new count
+encode_value = function(v, buf, n, seen, shape, depth)
   local tv = type(v)
   if tv == "string" then
-    buf[#buf + 1] = encode_string(v)
+    n = n + 1
+    buf[n] = encode_string(v)
   elseif tv == "number" then
-    buf[#buf + 1] = encode_number(v)
+    n = n + 1
+    buf[n] = encode_number(v)
   elseif tv == "boolean" then
-    buf[#buf + 1] = v and "true" or "false"
+    n = n + 1
+    buf[n] = v and "true" or "false"
   elseif v == cjson.null then
-    buf[#buf + 1] = "null"
+    n = n + 1
+    buf[n] = "null"
   elseif tv == "table" then
     if seen[v] then error("cannot encode a cycle", 0) end
     if depth > 200 then error("nesting too deep", 0) end
     seen[v] = true
     local want_array = shape == "array" or (type(shape) == "table" and shape.array == true)
-    local kind, n = classify(v, want_array)
+    local kind, count, keys = classify(v, want_array)
     if kind == "array" then
-      buf[#buf + 1] = "["
+      n = n + 1
+      buf[n] = "["
       local item = type(shape) == "table" and shape.item or nil
-      for i = 1, n do
-        if i > 1 then buf[#buf + 1] = "," end
-        encode_value(rawget(v, i), buf, seen, item, depth + 1)
+      for i = 1, count do
+        if i > 1 then
+          n = n + 1
+          buf[n] = ","
+        end
+        n = encode_value(rawget(v, i), buf, n, seen, item, depth + 1)
       end
-      buf[#buf + 1] = "]"
+      n = n + 1
+      buf[n] = "]"
+    elseif count == 0 then
+      n = n + 1
+      buf[n] = "{}"
     else
-      local keys = {}
-      for k in pairs(v) do keys[#keys + 1] = k end
-      tbl_sort(keys)
-      buf[#buf + 1] = "{"
-      for i, k in ipairs(keys) do
-        if i > 1 then buf[#buf + 1] = "," end
-        buf[#buf + 1] = encode_string(k)
-        buf[#buf + 1] = ":"
-        encode_value(v[k], buf, seen, type(shape) == "table" and shape[k] or nil, depth + 1)
+      if count > 1 then tbl_sort(keys) end
+      local sub = type(shape) == "table" and shape or nil
+      n = n + 1
+      buf[n] = "{"
+      for i = 1, count do
+        local k = keys[i]
+        if i > 1 then
+          n = n + 1
+          buf[n] = ","
+        end
+        n = n + 1
+        buf[n] = encode_key(k)
+        local x = v[k]
+        if type(x) == "string" then
+          n = n + 1
+          buf[n] = encode_string(x)
+        else
+          n = encode_value(x, buf, n, seen, sub and sub[k], depth + 1)
+        end
       end
-      buf[#buf + 1] = "}"
+      n = n + 1
+      buf[n] = "}"
     end
     seen[v] = nil
   elseif v == nil then
-    buf[#buf + 1] = "null"
+    n = n + 1
+    buf[n] = "null"
   else
     error("cannot encode a " .. tv, 0)
   end
+  return n
 end
 
 --- Encodes a Lua value as JSON.
@@ -183,7 +233,7 @@ end
 -- @return string, or nil and an error message
 function _M.encode(v, shape)
   local buf = {}
-  local ok, err = pcall(encode_value, v, buf, {}, shape, 0)
+  local ok, err = pcall(encode_value, v, buf, 0, {}, shape, 0)
   if not ok then
     return nil, "json.encode: " .. tostring(err)
   end
