@@ -164,10 +164,14 @@ end
 
 --- Starts an attempt: clears what the previous one left.
 function _M.begin_attempt(ex, request_id)
-  ex.attempt = ex.attempt + 1
+  local attempt = ex.attempt + 1
+  ex.attempt = attempt
   ex.request_id = request_id
-  ex.first_request_id = ex.first_request_id or request_id
-  ex.headers, ex.token, ex.treq, ex.res, ex.out, ex.release, ex.started = nil, nil, nil, nil, nil, nil, nil
+  if attempt == 1 then
+    ex.first_request_id = request_id   -- nothing of an earlier attempt to clear
+  else
+    ex.headers, ex.token, ex.treq, ex.res, ex.out, ex.release, ex.started = nil, nil, nil, nil, nil, nil, nil
+  end
   return ex
 end
 

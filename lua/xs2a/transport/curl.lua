@@ -46,8 +46,10 @@ end
 -- module is loaded at all)
 local function current_scheduler()
   local parallel = package_loaded["xs2a.parallel"]
-  if type(parallel) ~= "table" or type(parallel.current) ~= "function" then return nil end
-  return parallel.current()
+  if type(parallel) ~= "table" then return nil end
+  local current = parallel.current
+  if type(current) ~= "function" then return nil end
+  return current()
 end
 
 --- Creates a transport.
@@ -90,7 +92,7 @@ function _M:request(req)
   local session = self.session
   if not session then error("transport is closed", 2) end
   if type(req) ~= "table" then error("request must be a table", 2) end
-  if in_nginx() then
+  if rawget(_G, "ngx") ~= nil and in_nginx() then
     return nil, setmetatable({ code = "unavailable", message = IN_NGINX, sent = false }, err_mt)
   end
   local res, message, code
