@@ -712,12 +712,36 @@ static void trim(const char **p, size_t *n) {
 
 /* headers and header_list from the header block of the final response;
  * the table res is on top. Works in place on the buffer, which is ours. */
+#define SCAN_MAX 64        /* header lines whose names push_headers compares */
+
 static void push_headers(lua_State *L, xfer *x) {
-  char *p = x->head.p, *end = NULL;
-  int first = 1, n = 0, list = x->want_list;
+  char *p = x->head.p, *end = NULL, *q;
+  int first = 1, n = 0, list = x->want_list, count = 0, dups = 0, i;
+  const char *names[SCAN_MAX];
+  size_t nlens[SCAN_MAX];
   if (p != NULL) end = p + unfold(p, x->head.len);   /* no arithmetic on NULL */
-  lua_createtable(L, 0, 8);                             /* res, headers */
-  if (list) lua_newtable(L);                            /* res, headers, list */
+  /* First pass: how many header lines, and whether a name repeats (any
+   * case). The table is made at its size (a bank's dozen headers cause no
+   * rehash), and without a repeated name no line needs to look up what an
+   * earlier one stored. */
+  for (q = p; q != NULL && q < end;) {
+    char *eol = (char *)memchr(q, '\n', (size_t)(end - q));
+    char *colon, *line = q;
+    size_t len = (size_t)(eol - q);
+    q = eol + 1;
+    if (first) { first = 0; continue; }
+    colon = (char *)memchr(line, ':', len);
+    if (colon == NULL || colon == line) continue;
+    if (count >= SCAN_MAX) { dups = 1; count++; continue; }   /* too many to compare: assume */
+    for (i = 0; i < count && !dups; i++)
+      if (nlens[i] == (size_t)(colon - line) && strncasecmp(names[i], line, nlens[i]) == 0) dups = 1;
+    names[count] = line;
+    nlens[count] = (size_t)(colon - line);
+    count++;
+  }
+  first = 1;
+  lua_createtable(L, 0, count);                         /* res, headers */
+  if (list) lua_createtable(L, count, 0);               /* res, headers, list */
   while (p != NULL && p < end) {
     char *line = p, *colon;
     char *eol = (char *)memchr(p, '\n', (size_t)(end - p));
@@ -743,6 +767,11 @@ static void push_headers(lua_State *L, xfer *x) {
     for (k = 0; k < nlen; k++)
       if (line[k] >= 'A' && line[k] <= 'Z') line[k] = (char)(line[k] + 32);
     lua_pushlstring(L, line, nlen);                     /* ..., lname */
+    if (!dups) {
+      lua_pushlstring(L, v, vlen);                      /* ..., lname, value */
+      lua_rawset(L, hidx - 1);                          /* res, headers[, list] */
+      continue;
+    }
     lua_pushvalue(L, -1);
     lua_rawget(L, hidx - 1);                            /* ..., lname, old */
     if (lua_isnil(L, -1)) {
@@ -778,7 +807,9 @@ static int push_result(lua_State *L, xfer *x) {
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &version);
   curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
-  lua_createtable(L, 0, 8);                             /* res */
+  /* room for the five fields below and the four the client's pipeline
+   * adds when this table becomes its result (no rehash) */
+  lua_createtable(L, 0, 9);                             /* res */
   lua_pushinteger(L, (lua_Integer)status);
   lua_setfield(L, -2, "status");
   push_headers(L, x);

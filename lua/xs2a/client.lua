@@ -415,6 +415,7 @@ function _M.new(opts)
 
   local timeouts = opts.timeouts or {}
   local transport = opts.transport
+  local own_curl = false
   if transport == nil then
     local terr
     transport, terr = transport_mod.new{
@@ -423,6 +424,7 @@ function _M.new(opts)
       max_body = opts.max_body or 8 * 1024 * 1024,
     }
     if not transport then return config_error("transport: " .. tostring(terr), "TRANSPORT_INVALID") end
+    own_curl = transport.kind == "curl"
   elseif transport.kind == "curl" and transport_mod.in_nginx() then
     -- it would block the worker: 20 calls took 60 s of everybody's time
     return config_error("transport: the curl transport cannot be used inside nginx (it blocks the worker); "
@@ -458,6 +460,9 @@ function _M.new(opts)
     tokens = tokens,
     store = store,
     transport = transport,
+    -- the pipeline's fast path: a curl transport this client made itself
+    -- (xs2a.pipeline, stages sign and send)
+    own_curl = own_curl,
     signer = signer,
     response_cert = response_cert,
     response_org_id = response_org_id,

@@ -110,6 +110,59 @@ describe("core.http_session", function()
     end)
   end)
 
+    -- after an idempotent GET the transfer keeps its libcurl handle with its
+    -- options (no curl_easy_reset): nothing of one request may reach the next
+    it("each request of a mixed sequence on one session carries only its own method, body and headers", function()
+      local s = session{ http2 = false }
+      local function echo(req)
+        req.url = srv11.url .. "/echo"
+        local res = assert(s:request(req))
+        assert.equals(200, res.status)
+        return cjson.decode(res.body), res
+      end
+      local steps = {
+        { { method = "GET", headers = { ["X-Step"] = "1", ["X-Only-Here"] = "a" } }, "GET", "" },
+        { { method = "GET", headers = { ["X-Step"] = "2" } }, "GET", "" },
+        { { method = "POST", body = '{"n":3}', headers = { ["X-Step"] = "3" } }, "POST", '{"n":3}' },
+        { { method = "GET", headers = { ["X-Step"] = "4" } }, "GET", "" },
+        { { method = "PUT", body = "five", headers = { ["X-Step"] = "5" } }, "PUT", "five" },
+        { { method = "GET", headers = { ["X-Step"] = "6" } }, "GET", "" },
+        { { method = "DELETE", headers = { ["X-Step"] = "7" } }, "DELETE", "" },
+        { { method = "GET", idempotent = false, headers = { ["X-Step"] = "8" } }, "GET", "" },
+        { { method = "GET", headers = { ["X-Step"] = "9" } }, "GET", "" },
+        { { method = "PATCH", body = "", headers = { ["X-Step"] = "10" } }, "PATCH", "" },
+        { { method = "GET", headers = { ["X-Step"] = "11" } }, "GET", "" },
+      }
+      for i, step in ipairs(steps) do
+        local e, res = echo(step[1])
+        assert.equals(step[2], e.method, "step " .. i)
+        assert.equals(step[3], e.body, "step " .. i)
+        assert.equals(tostring(i), e.headers["x-step"], "step " .. i)
+        if i > 1 then assert.is_nil(e.headers["x-only-here"], "step " .. i) end
+        -- libcurl's defaults never leak in: no form type, no Expect
+        if step[3] == "" and step[2] ~= "PATCH" then assert.is_nil(e.headers["content-type"], "step " .. i) end
+        assert.is_nil(e.headers["expect"], "step " .. i)
+        -- a request that is not idempotent never rides a reused connection
+        if step[1].idempotent == false then assert.is_false(res.reused, "step " .. i) end
+      end
+      -- HEAD after a GET: no body read; then a GET gets its body again
+      local h = assert(s:request{ method = "HEAD", url = srv11.url .. "/big/1000" })
+      assert.equals("", h.body)
+      local g = assert(s:request{ url = srv11.url .. "/big/1000" })
+      assert.equals(1000, #g.body)
+      -- a failed GET (body over max_body), then a GET with the session's limits
+      local _, _, code = s:request{ url = srv11.url .. "/big/5000", max_body = 100 }
+      assert.equals("too_large", code)
+      g = assert(s:request{ url = srv11.url .. "/big/5000" })
+      assert.equals(5000, #g.body)
+      -- a per-request timeout does not stay on the handle
+      _, _, code = s:request{ url = srv11.url .. "/delay/1500", timeout = 200 }
+      assert.equals("timeout", code)
+      local d = assert(s:request{ url = srv11.url .. "/delay/500" })
+      assert.equals(200, d.status)
+      s:close()
+    end)
+
   describe("submit and poll", function()
     local function run_parallel(s, url, mark, n)
       local ids = {}

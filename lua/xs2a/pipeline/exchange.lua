@@ -33,6 +33,11 @@ local function is_ais_read(path)
   return false
 end
 
+-- request paths (a `path` without a query) already seen to hold neither a
+-- "." nor a "%2", so no dot segment: they skip the two searches. Bounded:
+-- past PLAIN_MAX paths the set starts again.
+local plain_paths, n_plain, PLAIN_MAX = {}, 0, 512
+
 -- methods already seen to be upper-case tokens (the pattern check runs once per name)
 local METHOD_OK = { GET = true, POST = true, PUT = true, DELETE = true, PATCH = true, HEAD = true, OPTIONS = true }
 
@@ -52,6 +57,7 @@ function _M.new(ctx, req, level)
 
   local full, path
   local from = 1 -- where the part of the URL the caller or the bank chose starts
+  local memo = false -- that part is `path` alone (no query): its dot check may be remembered
   if req.url then
     local err
     full, err = _M.resolve(ctx, req.url, req.allow_foreign)
@@ -71,6 +77,7 @@ function _M.new(ctx, req, level)
       full = base .. root .. path .. "?" .. q
     else
       full = base .. root .. path
+      memo = true
     end
     from = #base + #root + 1
   else
@@ -79,11 +86,18 @@ function _M.new(ctx, req, level)
 
   -- never a path other than the resource's own: a `.` or `..` segment would
   -- be normalised into another resource by a server or proxy
-  -- (a path without a dot or a %2 has none: the common case costs two finds)
-  if (str_find(full, ".", from, true) or str_find(full, "%2", from, true))
-      and url.has_dot_segment(str_match(full, "^[^?#]*")) then
-    return nil, errors.new("config", { code = "PATH_INVALID", method = method, path = path,
-      text = "refusing a request path with a . or .. segment" })
+  -- (a path without a dot or a %2 has none: the common case costs two
+  -- finds, or one lookup for a path already seen without them)
+  if not (memo and plain_paths[path]) then
+    if str_find(full, ".", from, true) or str_find(full, "%2", from, true) then
+      if url.has_dot_segment(str_match(full, "^[^?#]*")) then
+        return nil, errors.new("config", { code = "PATH_INVALID", method = method, path = path,
+          text = "refusing a request path with a . or .. segment" })
+      end
+    elseif memo then
+      if n_plain >= PLAIN_MAX then plain_paths, n_plain = {}, 0 end
+      plain_paths[path], n_plain = true, n_plain + 1
+    end
   end
 
   local body, ctype

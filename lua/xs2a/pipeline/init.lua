@@ -25,10 +25,10 @@ local exchange = require "xs2a.pipeline.exchange"
 local retry = require "xs2a.pipeline.retry"
 local verify = require "xs2a.sign.verify"
 
-local type, tostring, tonumber, pairs, ipairs, pcall, max = type, tostring, tonumber, pairs, ipairs, pcall,
-  math.max
+local type, tostring, tonumber, pairs, ipairs, pcall = type, tostring, tonumber, pairs, ipairs, pcall
 local str_lower, str_find = string.lower, string.find
-local uuid = crypto.uuid
+-- (crypto.uuid without its wrapper call: the core's pooled UUID v4)
+local uuid = require("xs2a.core").uuid4 or crypto.uuid
 local header_ok = headers_mod.ok
 
 local _M = {}
@@ -205,8 +205,17 @@ function stages.sign(ctx, ex)
   end
   -- `idempotent` tells a transport whether it may resend on a dead pooled
   -- connection (never for a payment POST)
-  local treq = { method = ex.method, url = ex.url, headers = headers, body = ex.body, timeout = ex.req.timeout,
-    idempotent = ex.idempotent }
+  local treq
+  if ctx.own_curl then
+    -- the curl transport the client made reads only method, url, headers,
+    -- body, timeout and idempotent: the exchange, which has them, is the
+    -- request (one table less per attempt)
+    ex.timeout = ex.req.timeout
+    treq = ex
+  else
+    treq = { method = ex.method, url = ex.url, headers = headers, body = ex.body, timeout = ex.req.timeout,
+      idempotent = ex.idempotent }
+  end
   ex.treq = treq
   local service = ex.service
   if ctx.signer and service and ctx.profile.signing_set[service] then
@@ -246,12 +255,23 @@ function stages.send(ctx, ex)
       path = ex.path, error = err, code = err.code, outcome = err.outcome })
     return nil, err
   end
-  local status = tonumber(res.status) or 0
-  local rheaders = res.headers or {}
-  local rbody = res.body or ""
+  local status, rheaders, rbody
   ex.res = res
-  ex.out = { status = status, headers = rheaders, body = rbody, request_id = ex.request_id,
-    response_request_id = rheaders["x-request-id"], reused = res.reused }
+  if ctx.own_curl then
+    -- the core made this table for this answer alone (status an integer,
+    -- headers a table, body a string): it becomes the result, with the
+    -- fields of the generic path below and nothing else
+    status, rheaders, rbody = res.status, res.headers, res.body
+    res.http_version = nil
+    res.request_id, res.response_request_id = ex.request_id, rheaders["x-request-id"]
+    ex.out = res
+  else
+    status = tonumber(res.status) or 0
+    rheaders = res.headers or {}
+    rbody = res.body or ""
+    ex.out = { status = status, headers = rheaders, body = rbody, request_id = ex.request_id,
+      response_request_id = rheaders["x-request-id"], reused = res.reused }
+  end
   if logging then
     log(ctx, ex, "debug", "response", { request_id = ex.request_id, attempt = ex.attempt, method = ex.method,
       path = ex.path, status = status, headers = rheaders, body = rbody, duration = date.now() - ex.started })
@@ -390,7 +410,8 @@ function _M.request(ctx, req)
   local ex, xerr = exchange.new(ctx, req, 2)
   if not ex then return nil, xerr end
   local policy = ctx.retry
-  ex.max_attempts = ex.idempotent and max(1, policy.max_attempts) or 1
+  local most = policy.max_attempts
+  ex.max_attempts = ex.idempotent and (most > 1 and most or 1) or 1
   while true do
     exchange.begin_attempt(ex, uuid())
     local out, err, stage = _M.run(ctx, ex)
