@@ -32,6 +32,10 @@ struct xs2a_identity {
                               friends would be fetched again on every use) */
   EVP_MD_CTX *dctx;        /* reused by _sign_berlin for its digests (of
                               public data: the body, the signing string) */
+  const EVP_PKEY *typed;   /* the key whose facts are below (EVP_PKEY_base_id
+                              searches the ENGINE tables under a lock,
+                              EVP_PKEY_get_size asks the key's method) */
+  int is_ec, too_big;
   xs2a_p11 *p11;           /* owned; non-NULL: the key is in a PKCS#11 token */
 };
 
@@ -297,6 +301,7 @@ void xs2a_identity_drop_key(xs2a_identity *id) {
   }
   EVP_PKEY_free(id->key);             /* clears key memory */
   id->key = NULL;
+  id->typed = NULL;
 }
 
 static void identity_free(xs2a_identity *id) {
@@ -849,11 +854,27 @@ static EVP_PKEY_CTX *sign_ctx(xs2a_identity *id, int slot, int pss, int is_ec) {
   return id->sctx[i] = c;
 }
 
+#define SIG_MAX 1024       /* RSA up to 8192 bits; ECDSA DER is far smaller */
+
+/* the facts of the identity's (open) key that signing asks for, looked up
+ * once per key */
+static void key_facts(xs2a_identity *id) {
+  if (id->typed == id->key) return;
+  id->is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
+  id->too_big = EVP_PKEY_get_size(id->key) > SIG_MAX;
+  id->typed = id->key;
+}
+
+static int key_is_ec(xs2a_identity *id) {
+  key_facts(id);
+  return id->is_ec;
+}
+
 /* Signs a hash made with the digest of slot into sig (size *siglen in,
  * length out). 1 on success; 0 with the OpenSSL error queued. */
 static int sign_hash(xs2a_identity *id, int slot, int pss, const unsigned char *h, size_t hlen,
                      unsigned char *sig, size_t *siglen) {
-  EVP_PKEY_CTX *c = sign_ctx(id, slot, pss, EVP_PKEY_base_id(id->key) == EVP_PKEY_EC);
+  EVP_PKEY_CTX *c = sign_ctx(id, slot, pss, key_is_ec(id));
   return c != NULL && EVP_PKEY_sign(c, sig, siglen, h, hlen) > 0;
 }
 
@@ -869,8 +890,6 @@ int xs2a_identity_sign_raw(xs2a_identity *id, const xs2a_sigopts *o,
   if (!EVP_Digest(data, len, md, &mdlen, fetched_md(id, slot), NULL)) return 0;
   return sign_hash(id, slot, o->pss, md, mdlen, sig, siglen);
 }
-
-#define SIG_MAX 1024       /* RSA up to 8192 bits; ECDSA DER is far smaller */
 
 /* For a token key: refuses use in a process other than the one that opened
  * the session (after fork). 0 ok, else nil, err, code pushed -> 3. */
@@ -911,9 +930,9 @@ static int sign_ready(lua_State *L, xs2a_identity *id) {
   int n;
   if ((n = check_process(L, id, "identity.sign")) != 0) return n;
   if (id->key == NULL && (n = reopen_key(L, id)) != 0) return n;   /* lost before */
-  ERR_clear_error();
-  if (EVP_PKEY_get_size(id->key) > SIG_MAX)
-    return xs2a_pusherror(L, "identity.sign", "key too large", "unsupported");
+  if (ERR_peek_error() != 0) ERR_clear_error();   /* (peeking is the cheaper) */
+  key_facts(id);
+  if (id->too_big) return xs2a_pusherror(L, "identity.sign", "key too large", "unsupported");
   return 0;
 }
 
@@ -945,7 +964,7 @@ static int identity_sign(lua_State *L) {
   unsigned int hlen = 0;
   xs2a_checksigopts(L, 3, &o);
   if ((n = sign_ready(L, id)) != 0) return n;
-  is_ec = EVP_PKEY_base_id(id->key) == EVP_PKEY_EC;
+  is_ec = key_is_ec(id);
   if (o.pss && is_ec) return luaL_argerror(L, 3, "padding 'pss' needs an RSA key");
   slot = md_slot((const EVP_MD *)o.md);
   if (slot < 0 || fetched_md(id, slot) == NULL ||
@@ -1074,7 +1093,7 @@ static int identity_sign_berlin(lua_State *L) {
   }
   if (val[BG_XRID] == NULL) { lua_pushboolean(L, 0); return 1; }
   if ((n = sign_ready(L, id)) != 0) return n;
-  if (pss && EVP_PKEY_base_id(id->key) == EVP_PKEY_EC) return luaL_argerror(L, 4, "PSS needs an RSA key");
+  if (pss && key_is_ec(id)) return luaL_argerror(L, 4, "PSS needs an RSA key");
   if (id->dctx == NULL && (id->dctx = EVP_MD_CTX_new()) == NULL) return xs2a_pushsslerror(L, "identity.sign");
   c = id->dctx;
   /* Digest: the body's digest, then the signing string hashed as it is
@@ -1112,8 +1131,9 @@ static int identity_sign_berlin(lua_State *L) {
       lua_rawset(L, 2);              /* another spelling goes */
     }
   }
+  lua_pushvalue(L, lua_upvalueindex(1));             /* "Digest" */
   lua_pushlstring(L, dv, dvlen);
-  lua_setfield(L, 2, "Digest");
+  lua_rawset(L, 2);
   if ((n = sign_hash_checked(L, id, hslot, pss, h, hlen, sig, &siglen)) != 0) return n;
   b64len = xs2a_b64encode(sig, siglen, b64);
   luaL_buffinit(L, &b);
@@ -1128,9 +1148,12 @@ static int identity_sign_berlin(lua_State *L) {
   luaL_addlstring(&b, b64, b64len);
   luaL_addchar(&b, '"');
   luaL_pushresult(&b);
-  lua_setfield(L, 2, "Signature");
+  lua_pushvalue(L, lua_upvalueindex(2));             /* "Signature" */
+  lua_insert(L, -2);
+  lua_rawset(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(3));             /* "TPP-Signature-Certificate" */
   lua_pushvalue(L, 6);
-  lua_setfield(L, 2, "TPP-Signature-Certificate");
+  lua_rawset(L, 2);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -1192,7 +1215,6 @@ static const luaL_Reg identity_methods[] = {
   {"chain_der", identity_chain_der},
   {"sign", identity_sign},
   {"_pkey_handle", identity_pkey_handle},
-  {"_sign_berlin", identity_sign_berlin},
   {"close", identity_close},
   {NULL, NULL}
 };
@@ -1211,6 +1233,15 @@ static const luaL_Reg identity_funcs[] = {
 };
 
 void xs2a_identity_open(lua_State *L) {
+  int i;
   xs2a_newclass(L, XS2A_IDENTITY, identity_methods, identity_meta);
   luaL_setfuncs(L, identity_funcs, 0);
+  /* _sign_berlin keeps the names of the headers it sets as upvalues: made
+   * once, not looked up in the string table on every signature */
+  luaL_getmetatable(L, XS2A_IDENTITY);
+  lua_getfield(L, -1, "__index");                  /* core, mt, methods */
+  for (i = 0; i < 3; i++) lua_pushstring(L, BG_SET[i]);
+  lua_pushcclosure(L, identity_sign_berlin, 3);
+  lua_setfield(L, -2, "_sign_berlin");
+  lua_pop(L, 2);
 }
