@@ -10,13 +10,13 @@ local _M = {}
 _M.TOKEN = "^[!#$%%&'*+%-.^_`|~%w]+$"
 local TOKEN = _M.TOKEN
 
---- Returns true when `name` is a header name and `v` a valid header value
--- (a string without CR, LF or NUL), else false and a reason.
 -- Names already seen to be tokens (the pattern walks a long character set
 -- for every byte; a request checks the same few names each time). Bounded:
 -- past NAMES_MAX distinct names the set starts again.
 local good_names, n_names, NAMES_MAX = {}, 0, 256
 
+--- Returns true when `name` is a header name and `v` a valid header value
+-- (a string without CR, LF or NUL), else false and a reason.
 function _M.ok(name, v)
   if not good_names[name] then
     if type(name) ~= "string" or not str_find(name, TOKEN) then
