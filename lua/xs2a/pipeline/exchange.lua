@@ -9,8 +9,10 @@
 --   the read spends a frequencyPerDay unit).
 -- Fields of the current attempt (reset by `begin_attempt`):
 --   `attempt`, `request_id`, `headers`, `token` (the access token sent),
---   `release` (the limiter slot), `treq` (what the transport gets), `res`
---   (the transport's answer), `out` (the result being built), `started`.
+--   `release` (the limiter slot), `treq` (what the transport gets: the
+--   exchange itself for the client's own curl transport, which then also
+--   reads `timeout` here), `res` (the transport's answer), `out` (the result
+--   being built; `res` itself for that transport), `started`.
 -- Fields of the whole request: `first_request_id`, `refreshed`,
 --   `freq_undo` (gives the frequencyPerDay unit back), `max_attempts`.
 -- @module xs2a.pipeline.exchange

@@ -11,7 +11,9 @@
 --
 -- `ctx` is the context the client builder made: `profile`, `roles`,
 -- `base_url`, `root`, `origin`, `redirect_uri`, `nok_redirect_uri`, `store`,
--- `limiter`, `signer`, `transport`, `response_cert`, `retry`, `tokens`
+-- `limiter`, `signer`, `transport`, `own_curl` (the transport is the curl
+-- transport the client made: stages sign and send take a fast path that
+-- gives the same results), `response_cert`, `retry`, `tokens`
 -- (`access_token(ctx, key)`, `refresh(ctx, key, stale)`), and the methods
 -- `log`, `sleep` and `consent_frequency`.
 -- @module xs2a.pipeline
