@@ -72,7 +72,10 @@ function _M.new(ctx, req, level)
     if pu and str_sub(path, 1, #ctx.root) == ctx.root then path = str_sub(path, #ctx.root + 1) end
   elseif req.path then
     path = req.path
-    if type(path) ~= "string" or str_byte(path, 1) ~= 47 then error("path must start with /", level) end -- "/"
+    -- (a path in plain_paths is a string starting with "/": only such are put there)
+    if not plain_paths[path] and (type(path) ~= "string" or str_byte(path, 1) ~= 47) then -- "/"
+      error("path must start with /", level)
+    end
     local base, root = ctx.base_url, ctx.root
     local q = req.query ~= nil and url.encode_query(req.query) or ""
     if q ~= "" then

@@ -331,7 +331,8 @@ function stages.decode(ctx, ex)
   local rbody, status = out.body, out.status
   if rbody == "" then return ex end
   local success = status >= 200 and status < 300
-  if has_json_type(out.headers["content-type"]) or str_find(rbody, "^%s*[{%[]") then
+  local ctype = out.headers["content-type"]
+  if ctype == "application/json" or has_json_type(ctype) or str_find(rbody, "^%s*[{%[]") then
     local v, jerr = json.decode(rbody)
     if v == nil then
       if success then

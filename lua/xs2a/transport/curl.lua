@@ -43,13 +43,15 @@ local function make_error(message, code)
 end
 
 -- the xs2a.parallel scheduler running this coroutine, if any (and if that
--- module is loaded at all)
+-- module is loaded at all); the checks run once per module table
+local parallel_seen, parallel_current
 local function current_scheduler()
   local parallel = package_loaded["xs2a.parallel"]
-  if type(parallel) ~= "table" then return nil end
-  local current = parallel.current
-  if type(current) ~= "function" then return nil end
-  return current()
+  if parallel ~= parallel_seen or parallel == nil then
+    if type(parallel) ~= "table" or type(parallel.current) ~= "function" then return nil end
+    parallel_seen, parallel_current = parallel, parallel.current
+  end
+  return parallel_current()
 end
 
 --- Creates a transport.
