@@ -5,7 +5,8 @@
 -- Not a test: nothing here runs in `make test`.
 --
 --   lua5.4 bench/bench.lua | luajit bench/bench.lua     (after `make all pki`
---   and `cc -O2 -o build/bench/curl_loop bench/curl_loop.c -lcurl -lcrypto`)
+--   and `cc -O2 -o build/bench/curl_loop bench/curl_loop.c -lcurl -lcrypto`, the same for
+--   bench/curl_pay.c with -lssl too; bench/run does both)
 --
 -- XS2A_BENCH_ROUNDS (default 5): interleaved rounds per timed comparison;
 -- each side's best round is used (the machine is shared: other work only
@@ -25,6 +26,7 @@ local PKI = (os.getenv("XS2A_PKI") or "build/pki") .. "/"
 local ROUNDS = tonumber(os.getenv("XS2A_BENCH_ROUNDS") or "") or 5
 local QUICK = os.getenv("XS2A_BENCH_QUICK") == "1"
 local LOOP = "build/bench/curl_loop"
+local PAY = "build/bench/curl_pay"
 local now = core.monotonic
 local fmt = string.format
 
@@ -271,18 +273,33 @@ local ok_http, err_http = pcall(function()
     assert(n, "openssl s_time: " .. out:sub(-300))
     return wall / tonumber(n)              -- seconds per connection
   end
+  -- the same payments from raw C (bench/curl_pay.c: libcurl and OpenSSL,
+  -- the same fresh connection, headers and RSA signature): what libcurl
+  -- itself allows
+  local function c_pay(n)
+    local out = sh(table.concat({ PAY, url_ok:gsub("/ok$", "/pay"), PKI .. "qwac.pem", PKI .. "qwac.key",
+      PKI .. "ca.pem", PKI .. "qseal.pem", PKI .. "qseal.key", n }, " "))
+    local wall = tonumber(out:match("wall ([%d.]+)"))
+    assert(wall, "curl_pay: " .. out)
+    return wall
+  end
   payments(20)
   local PN = 300
-  local pr, sr = {}, {}
+  local pr, sr, cr = {}, {}, {}
   local pay_stats
   for r = 1, ROUNDS do
     sr[r] = s_time()
+    cr[r] = c_pay(PN) / PN
     srv:mark_tls()
     pr[r] = payments(PN) / PN
     pay_stats = settled(srv, "/pay", PN)
   end
   row("signed payment POSTs, a fresh connection each", fmt("%.0f payments/s", 1 / best(pr)),
     fmt("s_time -reuse %.0f conn/s", 1 / best(sr)), best(sr) / best(pr), 0.8, "higher")
+  row("  same, against a raw C libcurl payment loop (wall)", fmt("%.0f payments/s", 1 / best(pr)),
+    fmt("raw C %.0f payments/s", 1 / best(cr)), best(pr) / best(cr), 1.15, "lower")
+  note(fmt("the raw C payment loop itself reaches %.2f of s_time -reuse (libcurl 7.88 builds an SSL_CTX for "
+    .. "every new connection; s_time keeps one)", best(sr) / best(cr)))
   note("payment run: " .. conns(pay_stats))
 end)
 srv:stop()
