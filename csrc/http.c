@@ -327,6 +327,31 @@ static int add_header(xfer *x, const char *line) {
   return 1;
 }
 
+/* The field names session:request, submit and poll read and write, made
+ * Lua strings once (upvalues of those three functions): a lookup with a
+ * ready string costs less than lua_getfield/lua_setfield with a C string,
+ * which LuaJIT hashes and interns again on every call. */
+enum { K_IDEMPOTENT = 1, K_HEADER_LIST, K_TIMINGS, K_METHOD, K_URL, K_BODY, K_TIMEOUT, K_MAX_BODY,
+       K_HEADERS, K_STATUS, K_REUSED, K_HTTP_VERSION, K_N = K_HTTP_VERSION,
+       K_MT              /* and the session metatable, after the names */ };
+static const char *const KEY_NAMES[K_N] = {
+  "idempotent", "header_list", "timings", "method", "url", "body", "timeout", "max_body",
+  "headers", "status", "reused", "http_version"
+};
+
+/* pushes t[key] (metamethods honoured, as lua_getfield); t at an absolute index */
+static void get_key(lua_State *L, int t, int key) {
+  lua_pushvalue(L, lua_upvalueindex(key));
+  lua_gettable(L, t);
+}
+
+/* t[key] = the value on top, popped (t is a table this file made, at -2) */
+static void set_key(lua_State *L, int key) {
+  lua_pushvalue(L, lua_upvalueindex(key));
+  lua_insert(L, -2);
+  lua_rawset(L, -3);
+}
+
 /* Reads req (at idx) into a new easy handle. Raises for wrong types;
  * returns NULL with *why set for a request that must not be sent. */
 static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **why) {
@@ -340,28 +365,28 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
 
   luaL_checktype(L, idx, LUA_TTABLE);
   /* safe to repeat? (read before the stack below grows; nil = by method) */
-  lua_getfield(L, idx, "idempotent");
+  get_key(L, idx, K_IDEMPOTENT);
   idempotent = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
   lua_pop(L, 1);
-  lua_getfield(L, idx, "header_list");
+  get_key(L, idx, K_HEADER_LIST);
   want_list = lua_toboolean(L, -1);
   lua_pop(L, 1);
-  lua_getfield(L, idx, "timings");
+  get_key(L, idx, K_TIMINGS);
   want_time = lua_toboolean(L, -1);
   lua_pop(L, 1);
-  lua_getfield(L, idx, "method");
+  get_key(L, idx, K_METHOD);
   if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_pushliteral(L, "GET"); }
   if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request: method must be a string");
   method = lua_tolstring(L, -1, &method_len);         /* kept on the stack */
-  lua_getfield(L, idx, "url");
+  get_key(L, idx, K_URL);
   if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request: url must be a string");
   url = lua_tolstring(L, -1, &url_len);
-  lua_getfield(L, idx, "body");
+  get_key(L, idx, K_BODY);
   if (!lua_isnil(L, -1)) {
     if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "request: body must be a string or nil");
     body = lua_tolstring(L, -1, &body_len);
   }
-  lua_getfield(L, idx, "timeout");
+  get_key(L, idx, K_TIMEOUT);
   if (!lua_isnil(L, -1)) {
     lua_Number t;
     if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "request: timeout must be a number (ms)");
@@ -370,7 +395,7 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
     timeout = (long)t;
   }
   lua_pop(L, 1);
-  lua_getfield(L, idx, "max_body");
+  get_key(L, idx, K_MAX_BODY);
   if (!lua_isnil(L, -1)) {
     lua_Number m;
     if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "request: max_body must be a number (bytes)");
@@ -379,7 +404,7 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
     max_body = (size_t)m;
   }
   lua_pop(L, 1);
-  lua_getfield(L, idx, "headers");                      /* method, url, body, headers */
+  get_key(L, idx, K_HEADERS);                      /* method, url, body, headers */
   if (!lua_isnil(L, -1) && !lua_istable(L, -1)) luaL_error(L, "request: headers must be a table");
 
   if (!is_token(method, method_len)) { *why = "method is not a valid token"; return NULL; }
@@ -785,7 +810,8 @@ static void push_headers(lua_State *L, xfer *x) {
     lua_rawset(L, hidx - 1);                            /* res, headers[, list] */
   }
   if (list) lua_setfield(L, -3, "header_list");         /* res, headers */
-  lua_setfield(L, -2, "headers");                       /* res */
+  lua_setfield(L, -2, "headers");                       /* res (fuzz/http_headers.c calls
+                                                           this outside the keyed closures) */
 }
 
 static const char *http_version_name(long v) {
@@ -811,14 +837,14 @@ static int push_result(lua_State *L, xfer *x) {
    * adds when this table becomes its result (no rehash) */
   lua_createtable(L, 0, 9);                             /* res */
   lua_pushinteger(L, (lua_Integer)status);
-  lua_setfield(L, -2, "status");
+  set_key(L, K_STATUS);
   push_headers(L, x);
   lua_pushlstring(L, x->body.p != NULL ? x->body.p : "", x->body.len);
-  lua_setfield(L, -2, "body");
+  set_key(L, K_BODY);
   lua_pushboolean(L, connects == 0);
-  lua_setfield(L, -2, "reused");
+  set_key(L, K_REUSED);
   lua_pushstring(L, http_version_name(version));
-  lua_setfield(L, -2, "http_version");
+  set_key(L, K_HTTP_VERSION);
   if (x->want_time) {
     lua_createtable(L, 0, 5);                           /* res, time */
     set_time(L, x->easy, CURLINFO_NAMELOOKUP_TIME_T, "dns");
@@ -862,6 +888,17 @@ static void session_release(xs2a_session *s) {
 
 static xs2a_session *session_check(lua_State *L) {
   xs2a_session *s = (xs2a_session *)luaL_checkudata(L, 1, XS2A_SESSION);
+  if (!s->open) luaL_error(L, "session is closed");
+  return s;
+}
+
+/* session_check for request, submit and poll: the metatable is compared
+ * with their upvalue (luaL_checkudata looks its name up in the registry) */
+static xs2a_session *session_check_keyed(lua_State *L) {
+  xs2a_session *s = (xs2a_session *)lua_touserdata(L, 1);
+  if (s == NULL || !lua_getmetatable(L, 1)) return session_check(L);   /* raises */
+  if (!lua_rawequal(L, -1, lua_upvalueindex(K_MT))) return session_check(L);
+  lua_pop(L, 1);
   if (!s->open) luaL_error(L, "session is closed");
   return s;
 }
@@ -1020,7 +1057,7 @@ static int session_close(lua_State *L) {   /* close, __close and __gc */
 
 /* session:request(req) -> res | nil, message, code  (blocking) */
 static int session_request(lua_State *L) {
-  xs2a_session *s = session_check(L);
+  xs2a_session *s = session_check_keyed(L);
   const char *why = NULL;
   xfer *x = xfer_prepare(L, s, 2, &why);
   if (x == NULL) return xs2a_pusherror(L, "request", why, "bad_request");
@@ -1037,7 +1074,7 @@ static int session_request(lua_State *L) {
 
 /* session:submit(req) -> id | nil, message, code */
 static int session_submit(lua_State *L) {
-  xs2a_session *s = session_check(L);
+  xs2a_session *s = session_check_keyed(L);
   const char *why = NULL;
   xfer *x = xfer_prepare(L, s, 2, &why);
   if (x == NULL) return xs2a_pusherror(L, "request", why, "bad_request");
@@ -1050,7 +1087,7 @@ static int session_submit(lua_State *L) {
 /* session:poll(wait_ms) -> { {id=, res=} | {id=, err=, code=}, ... }
  * Waits at most wait_ms for at least one transfer to finish. */
 static int session_poll(lua_State *L) {
-  xs2a_session *s = session_check(L);
+  xs2a_session *s = session_check_keyed(L);
   lua_Number wait = luaL_optnumber(L, 2, 0);
   double deadline;
   xfer *x;
@@ -1120,6 +1157,23 @@ void xs2a_http_open(lua_State *L) {
     http_curl_ready = 1;
   }
   xs2a_newclass(L, XS2A_SESSION, session_methods, session_meta);
+  {
+    /* request, submit and poll again, as closures over the field names */
+    static const luaL_Reg keyed[] = {
+      {"request", session_request}, {"submit", session_submit}, {"poll", session_poll}, {NULL, NULL}
+    };
+    const luaL_Reg *r;
+    int k;
+    luaL_getmetatable(L, XS2A_SESSION);                 /* mt */
+    lua_getfield(L, -1, "__index");                     /* mt, methods */
+    for (r = keyed; r->name != NULL; r++) {
+      for (k = 0; k < K_N; k++) lua_pushstring(L, KEY_NAMES[k]);
+      lua_pushvalue(L, -2 - K_N);                       /* mt, methods, names..., mt */
+      lua_pushcclosure(L, r->func, K_MT);
+      lua_setfield(L, -2, r->name);
+    }
+    lua_pop(L, 2);
+  }
   lua_pushcfunction(L, session_new);
   lua_setfield(L, -2, "http_session");
 }
