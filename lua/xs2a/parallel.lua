@@ -231,12 +231,24 @@ local function poll_sessions(self, wait_s)
   end
 end
 
+-- Unties a finished scheduler from its coroutines. Timers of semaphore
+-- waits that a release ended early are still in the heap, and they hold
+-- their coroutines; `owners` holds the scheduler. Lua 5.1 and LuaJIT weak
+-- tables have no ephemerons, so without this a scheduler and every task it
+-- ran stayed alive for good (Lua 5.2+ collected them).
+local function finish(self, cos)
+  self.timers = {}
+  for i = 1, #cos do owners[cos[i]] = nil end
+end
+
 local function run_plain(fns, n)
   local self = setmetatable({ http = setmetatable({}, { __mode = "k" }), timers = {},
     rtask = {}, rvalue = {}, nready = 0, results = {}, tasks = {}, alive = n, nwait = 0 }, Sched)
+  local cos = {}
   for i = 1, n do
     local f = fns[i]
     local co = co_create(function() return f() end)
+    cos[i] = co
     owners[co] = self
     self.tasks[co] = { co = co, index = i }
     ready(self, co)
@@ -258,10 +270,12 @@ local function run_plain(fns, n)
     else
       -- every live task waits on something no task can give (a semaphore
       -- nobody releases): a deadlock
+      finish(self, cos)
       error("xs2a.parallel: tasks are blocked on nothing", 0)
     end
     if self.timers[1] then wake_timers(self, monotonic()) end
   end
+  finish(self, cos)
   return self.results
 end
 
