@@ -397,6 +397,20 @@ describe("xs2a.sign", function()
         closed:close()
         assert.has_error(function() cs:sign(ig_request()) end, "identity is closed")
       end)
+
+      it("a failure of the one call is the signer's failure: nil, err, and no Signature", function()
+        local methods = getmetatable(qseal).__index
+        local real = methods._sign_berlin
+        methods._sign_berlin = function() return nil, "identity.sign: the token failed", "io" end
+        local s = sign.berlin(qseal)
+        local req = ig_request()
+        local ok, res, err = pcall(s.sign, s, req)
+        methods._sign_berlin = real
+        assert(ok, res)
+        assert.is_nil(res)
+        assert.equal("identity.sign: the token failed", err)
+        assert.is_nil(req.headers.Signature)
+      end)
     end)
 
     it("keeps neither the body nor key material", function()
