@@ -10,6 +10,7 @@ int luaopen_xs2a_core(lua_State *L) {
   xs2a_http_open(L);
   xs2a_time_open(L);
   xs2a_fs_open(L);
+  xs2a_json_open(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "version");
   return 1;

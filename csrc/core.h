@@ -18,6 +18,7 @@ void xs2a_identity_open(lua_State *L);
 void xs2a_crypto_open(lua_State *L);
 void xs2a_http_open(lua_State *L);
 void xs2a_time_open(lua_State *L);
+void xs2a_json_open(lua_State *L);     /* json.c: the pass over cjson's result (xs2a.codec.json) */
 void xs2a_fs_open(lua_State *L);       /* fs.c: file-store helpers (xs2a.store.file) */
 
 /* identity.c, for the HTTP session: borrow the OpenSSL objects of an

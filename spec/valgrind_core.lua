@@ -198,4 +198,19 @@ if os.getenv("XS2A_VALGRIND_HTTP") ~= "0" then
   assert(ok, tostring(err))
 end
 
+-- the JSON walk (csrc/json.c): marks, conversions, and the depth refusal
+do
+  local cjson = require "cjson"
+  local mt = {}
+  for _ = 1, ROUNDS do
+    local v = assert(core.json_walk(cjson.decode('{"a":[1,2.0,{"b":[3.5]}],"c":{}}'), mt, true, true))
+    assert(getmetatable(v.a) == mt and getmetatable(v.a[3].b) == mt)
+    local deep = {}
+    local t = deep
+    for _ = 1, 3000 do t[1] = {}; t = t[1] end
+    assert(core.json_walk(deep, mt, true, true) == nil)
+  end
+  collectgarbage()
+end
+
 print("valgrind_core: ok")

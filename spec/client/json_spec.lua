@@ -88,6 +88,20 @@ describe("xs2a.json", function()
       assert.equal(1.25, v.f)
     end)
 
+    it("a top-level integral number is an integer where Lua has them", function()
+      assert.equal("7", tostring(json.decode("7")))
+      assert.equal(2.5, json.decode("2.5"))
+    end)
+
+    it("1000 levels of nesting (cjson's limit) decode and are marked", function()
+      local v = assert(json.decode(string.rep("[", 999) .. "1" .. string.rep("]", 999)))
+      for _ = 1, 998 do
+        assert.is_true(json.is_array(v))
+        v = v[1]
+      end
+      assert.equal("1", tostring(v[1]))
+    end)
+
     it("returns nil and an error for bad JSON and non-strings", function()
       for _, s in ipairs({ "{bad", "", "[1,", '{"a":}' }) do
         local v, err = json.decode(s)
@@ -95,6 +109,116 @@ describe("xs2a.json", function()
         assert.matches("^json.decode: ", err)
       end
       assert.is_nil((json.decode(nil)))
+    end)
+  end)
+
+  -- the pass over cjson's result exists twice: in C (csrc/json.c, used under
+  -- PUC Lua) and in Lua (used under LuaJIT and without the core); both must
+  -- give the same tables
+  describe("the walk over a decoded value, C and Lua", function()
+    local cjson = require "cjson"
+    local W = json._walks
+
+    -- a deep comparison that also compares metatables and number subtypes
+    local function same(a, b, path)
+      path = path or "$"
+      if type(a) ~= type(b) then return false, path .. ": " .. type(a) .. " vs " .. type(b) end
+      if type(a) == "number" then
+        if math.type and math.type(a) ~= math.type(b) then
+          return false, path .. ": " .. math.type(a) .. " vs " .. math.type(b)
+        end
+        return a == b or (a ~= a and b ~= b), path
+      end
+      if type(a) ~= "table" then return a == b, path end
+      if getmetatable(a) ~= getmetatable(b) then return false, path .. ": metatable" end
+      for k, v in pairs(a) do
+        local ok, where = same(v, b[k], path .. "." .. tostring(k))
+        if not ok then return false, where end
+      end
+      for k in pairs(b) do
+        if a[k] == nil then return false, path .. "." .. tostring(k) .. " only in the second" end
+      end
+      return true
+    end
+
+    -- random JSON text from a seeded generator (objects, arrays, empty
+    -- ones, integral and fractional numbers, strings, booleans, null)
+    local seed = 12345
+    local function rnd(n)
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      return seed % n
+    end
+    local function gen(depth)
+      local r = rnd(depth > 5 and 5 or 9)
+      if r == 0 then return tostring(rnd(100000) - 50000) end
+      if r == 1 then return tostring(rnd(1000) - 500) .. "." .. tostring(rnd(100)) end
+      if r == 2 then return '"s' .. rnd(1000) .. '"' end
+      if r == 3 then return ({ "true", "false", "null", "1e3", "-0", "0.0" })[rnd(6) + 1] end
+      if r == 4 then return ({ "[]", "{}", '""' })[rnd(3) + 1] end
+      local parts = {}
+      for i = 1, rnd(6) do
+        parts[i] = (r % 2 == 0) and gen(depth + 1) or ('"k' .. i .. '":' .. gen(depth + 1))
+      end
+      if r % 2 == 0 then return "[" .. table.concat(parts, ",") .. "]" end
+      return "{" .. table.concat(parts, ",") .. "}"
+    end
+
+    it("is the C one under PUC Lua and the Lua one under LuaJIT", function()
+      assert.is_function(W.c)
+      if W.mark or W.floats then
+        assert.equal(rawget(_G, "jit") and "lua" or "c", W.used)
+      end
+    end)
+
+    it("gives the same tables from both on 500 random documents", function()
+      for i = 1, 500 do
+        local text = gen(0)
+        local a = W.lua(cjson.decode("[" .. text .. "]"))
+        local b = assert(W.c(cjson.decode("[" .. text .. "]"), json.array_mt, W.mark, W.floats))
+        local ok, where = same(a, b)
+        assert(ok, "document " .. i .. " differs at " .. tostring(where) .. ": " .. text)
+      end
+    end)
+
+    it("marks arrays and converts numbers only as told", function()
+      local v = assert(W.c(cjson.decode('{"a":[1,{"b":[2.0,2.5]}],"c":3}'), json.array_mt, true, false))
+      assert.equal(json.array_mt, getmetatable(v.a))
+      assert.equal(json.array_mt, getmetatable(v.a[2].b))
+      assert.is_nil(getmetatable(v))
+      v = assert(W.c(cjson.decode('{"a":[1]}'), json.array_mt, false, false))
+      assert.is_nil(getmetatable(v.a))
+      if math.type then
+        v = assert(W.c({ 4.0, { x = 2.0, y = 2.5 }, "5" }, json.array_mt, false, true))
+        assert.equal("integer", math.type(v[1]))
+        assert.equal("integer", math.type(v[2].x))
+        assert.equal("float", math.type(v[2].y))
+        assert.equal("5", v[3])
+        assert.equal("integer", math.type(W.c(6.0, json.array_mt, false, true)))
+        -- floats without an integer of the same value stay floats
+        v = assert(W.c({ 2^63, -2^63, 0/0, math.huge, 1e300 }, json.array_mt, false, true))
+        assert.equal("float", math.type(v[1]))
+        assert.equal("integer", math.type(v[2]))
+        assert.equal("float", math.type(v[4]))
+        assert.equal("float", math.type(v[5]))
+      end
+    end)
+
+    it("refuses a value nested deeper than any cjson gives, without a crash", function()
+      local deep = {}
+      local t = deep
+      for _ = 1, 5000 do
+        t[1] = {}
+        t = t[1]
+      end
+      local v, err = W.c(deep, json.array_mt, true, true)
+      assert.is_nil(v)
+      assert.equal("nesting too deep", err)
+      -- a table that holds itself (never from cjson) ends the same way
+      local loop = {}
+      loop[1] = loop
+      v, err = W.c(loop, json.array_mt, true, true)
+      assert.is_nil(v)
+      assert.equal("nesting too deep", err)
     end)
   end)
 end)

@@ -261,6 +261,21 @@ local function walk(v)
   return v
 end
 
+-- The same walk in C (csrc/json.c), used under PUC Lua when the core is
+-- loaded: over a page of 50 transactions it takes about 37 us against
+-- 96-115 us for the Lua walk under Lua 5.4. LuaJIT keeps the Lua walk, which
+-- its compiler makes faster (1-15 us) than the C API calls of the C walk
+-- (15-30 us). Both are exposed to the spec that checks they agree.
+local c_walk
+do
+  local ok, core = pcall(require, "xs2a.core")
+  if ok and type(core) == "table" and type(core.json_walk) == "function" then
+    _M._c_walk = core.json_walk
+    if rawget(_G, "jit") == nil then c_walk = core.json_walk end
+  end
+end
+_M._walks = { lua = walk, c = _M._c_walk, mark = MARK, floats = FLOATS, used = WALK and (c_walk and "c" or "lua") }
+
 --- Decodes JSON text.
 -- @param text string
 -- @return value, or nil and an error message
@@ -273,6 +288,11 @@ function _M.decode(text)
     return nil, "json.decode: " .. tostring(v)
   end
   if WALK then
+    if c_walk then
+      local w, werr = c_walk(v, array_mt, MARK, FLOATS)
+      if w == nil and werr then return nil, "json.decode: " .. werr end
+      return w
+    end
     if type(v) == "table" then return walk(v) end
     if FLOATS and type(v) == "number" then return tointeger(v) or v end
   end
