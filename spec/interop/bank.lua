@@ -35,8 +35,9 @@ end
 function Bank:stop()
   if self.pid then
     os.execute("kill " .. self.pid .. " 2>/dev/null")
-    os.remove(self.ready)
     self.pid = nil
+    -- the temporary files of this server (os.tmpname's own and its siblings)
+    for _, f in ipairs({ self.ready, self.log, self.out, self.base }) do os.remove(f) end
   end
 end
 
@@ -55,7 +56,7 @@ function M.start(opts)
   local base = os.tmpname()
   for _ = 1, 5 do
     local port = proc.random_port()
-    local self = setmetatable({ log = base .. ".log", ready = base .. ".ready", out = base .. ".out",
+    local self = setmetatable({ base = base, log = base .. ".log", ready = base .. ".ready", out = base .. ".out",
       url = "https://127.0.0.1:" .. port }, Bank)
     os.remove(self.ready)
     os.execute(string.format("node %s --pki %s --port %d --log %s --ready %s %s >%s 2>&1 </dev/null &",
@@ -73,7 +74,9 @@ function M.start(opts)
       sleep(0.05)
     end
   end
-  error("interop bank did not start: " .. tostring(proc.read_all(base .. ".out")))
+  local out = proc.read_all(base .. ".out")
+  for _, p in ipairs({ base, base .. ".log", base .. ".ready", base .. ".out" }) do os.remove(p) end
+  error("interop bank did not start: " .. tostring(out))
 end
 
 return M

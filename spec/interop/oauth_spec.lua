@@ -33,10 +33,12 @@ describe("OAuth against oidc-provider #interop", function()
       local out = proc.output("curl -s --cacert " .. proc.quote(helper.pki("ca.pem")) .. " -b " .. proc.quote(jar)
         .. " -c " .. proc.quote(jar) .. " -o /dev/null -w '%{http_code} %{redirect_url}' " .. proc.quote(url))
       local code, loc = out:match("^(%d+) (%S*)")
+      if not (code and loc ~= "") then os.remove(jar) end
       assert(code and loc ~= "", "the AS did not redirect: " .. tostring(out))
       if loc:sub(1, #REDIRECT) == REDIRECT then os.remove(jar) return loc end
       url = loc
     end
+    os.remove(jar)
     error("too many redirects")
   end
 
