@@ -19,6 +19,17 @@
 
 #define WALK_MAX 1100
 
+#if LUA_VERSION_NUM >= 503
+/* true, with *out set, when the value at idx is a float with an integer of
+ * the same value (math.tointeger's rule) */
+static int integral_float(lua_State *L, int idx, lua_Integer *out) {
+  lua_Number n;
+  if (lua_type(L, idx) != LUA_TNUMBER || lua_isinteger(L, idx)) return 0;
+  n = lua_tonumber(L, idx);
+  return lua_numbertointeger(n, out) && (lua_Number)*out == n;
+}
+#endif
+
 /* walks the table at absolute index t; the array metatable is at index mt.
  * Returns 0 when a level past WALK_MAX or a full Lua stack stopped it. */
 static int walk(lua_State *L, int t, int mt, int mark, int floats, int depth) {
@@ -39,10 +50,9 @@ static int walk(lua_State *L, int t, int mt, int mark, int floats, int depth) {
       }
     }
 #if LUA_VERSION_NUM >= 503
-    else if (floats && ty == LUA_TNUMBER && !lua_isinteger(L, -1)) {
-      lua_Number n = lua_tonumber(L, -1);
+    else {
       lua_Integer i;
-      if (lua_numbertointeger(n, &i) && (lua_Number)i == n) {
+      if (floats && integral_float(L, -1, &i)) {
         lua_pushvalue(L, -2);                /* key, value, key */
         lua_pushinteger(L, i);               /* key, value, key, integer */
         lua_rawset(L, t);                    /* an existing key: allowed while traversing */
@@ -70,10 +80,9 @@ static int json_walk(lua_State *L) {
     }
   }
 #if LUA_VERSION_NUM >= 503
-  else if (floats && lua_type(L, 1) == LUA_TNUMBER && !lua_isinteger(L, 1)) {
-    lua_Number n = lua_tonumber(L, 1);
+  else {
     lua_Integer i;
-    if (lua_numbertointeger(n, &i) && (lua_Number)i == n) {
+    if (floats && integral_float(L, 1, &i)) {
       lua_pushinteger(L, i);
       return 1;
     }

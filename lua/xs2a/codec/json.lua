@@ -266,15 +266,13 @@ end
 -- 96-115 us for the Lua walk under Lua 5.4. LuaJIT keeps the Lua walk, which
 -- its compiler makes faster (1-15 us) than the C API calls of the C walk
 -- (15-30 us). Both are exposed to the spec that checks they agree.
-local c_walk
+local core_walk
 do
   local ok, core = pcall(require, "xs2a.core")
-  if ok and type(core) == "table" and type(core.json_walk) == "function" then
-    _M._c_walk = core.json_walk
-    if rawget(_G, "jit") == nil then c_walk = core.json_walk end
-  end
+  if ok and type(core) == "table" and type(core.json_walk) == "function" then core_walk = core.json_walk end
 end
-_M._walks = { lua = walk, c = _M._c_walk, mark = MARK, floats = FLOATS, used = WALK and (c_walk and "c" or "lua") }
+local c_walk = rawget(_G, "jit") == nil and core_walk or nil
+_M._walks = { lua = walk, c = core_walk, mark = MARK, floats = FLOATS, used = WALK and (c_walk and "c" or "lua") }
 
 --- Decodes JSON text.
 -- @param text string
