@@ -106,6 +106,23 @@ local function conns(st)
   return fmt("%d TLS connections, %d resumed (%d requests)", st.connections, st.resumed, st.requests)
 end
 
+-- Instruction counts (callgrind), which no other load on the machine
+-- changes. HAVE_VALGRIND: whether they can be taken at all.
+local HAVE_VALGRIND = sh("command -v valgrind"):find("valgrind", 1, true) ~= nil
+
+-- the instructions `cmd` runs (nil when callgrind gave none), and its output
+local function instructions(cmd)
+  local out = sh("valgrind --tool=callgrind --callgrind-out-file=/dev/null " .. cmd)
+  return tonumber((out:match("Collected : (%d+)"))), out
+end
+
+-- instructions per unit of work: the difference of two runs of `make(n)`
+-- (a command doing n units) at n = lo and n = hi, over hi - lo
+local function per_unit(make, lo, hi)
+  local a, b = instructions(make(lo)), instructions(make(hi))
+  return a and b and (b - a) / (hi - lo)
+end
+
 print(fmt("lua-xs2a bench under %s, %d interleaved rounds, %s", is_jit and jit.version or _VERSION, ROUNDS,
   (sh("uname -m; nproc"):gsub("\n", " "))))
 
@@ -188,21 +205,13 @@ local ok_http, err_http = pcall(function()
     lua_cpu * 1e6, c_cpu * 1e6))
   -- instructions per request (callgrind: 400 requests minus 100), which no
   -- other load on the machine changes
-  if sh("command -v valgrind"):find("valgrind", 1, true) then
-    local function ir(cmd)
-      local out = sh("valgrind --tool=callgrind --callgrind-out-file=/dev/null " .. cmd)
-      return tonumber((out:match("Collected : (%d+)")))
-    end
-    local function per_request(make)
-      local a, b = ir(make(100)), ir(make(400))
-      return a and b and (b - a) / 300
-    end
-    local ir_c = per_request(function(n)
+  if HAVE_VALGRIND then
+    local ir_c = per_unit(function(n)
       return table.concat({ LOOP, url_ok, PKI .. "qwac.pem", PKI .. "qwac.key", PKI .. "ca.pem", n }, " ")
-    end)
-    local ir_l = per_request(function(n)
+    end, 100, 400)
+    local ir_l = per_unit(function(n)
       return (is_jit and "luajit" or "lua5.4") .. " bench/ir_client.lua " .. srv.url .. " " .. n
-    end)
+    end, 100, 400)
     if ir_c and ir_l then
       note(fmt("instructions per sequential GET (callgrind): client %.0f, C loop %.0f (x%.2f)", ir_l, ir_c,
         ir_l / ir_c))
@@ -336,22 +345,14 @@ local ok_http, err_http = pcall(function()
   pay_times = { s_time = median(sr), client = median(pr), c = median(cr) }
   -- instructions per payment (callgrind: 30 payments minus 10), client and
   -- raw C loop: what each does per payment, whatever the machine's speed
-  if sh("command -v valgrind"):find("valgrind", 1, true) then
-    local function ir(cmd)
-      local out = sh("valgrind --tool=callgrind --callgrind-out-file=/dev/null " .. cmd)
-      return tonumber((out:match("Collected : (%d+)")))
-    end
-    local function per_payment(make)
-      local a, b = ir(make(10)), ir(make(30))
-      return a and b and (b - a) / 20
-    end
-    local ir_c = per_payment(function(n)
+  if HAVE_VALGRIND then
+    local ir_c = per_unit(function(n)
       return table.concat({ PAY, url_ok:gsub("/ok$", "/pay"), PKI .. "qwac.pem", PKI .. "qwac.key",
         PKI .. "ca.pem", PKI .. "qseal.pem", PKI .. "qseal.key", n }, " ")
-    end)
-    local ir_l = per_payment(function(n)
+    end, 10, 30)
+    local ir_l = per_unit(function(n)
       return (is_jit and "luajit" or "lua5.4") .. " bench/ir_client.lua " .. srv.url .. " " .. n .. " pay"
-    end)
+    end, 10, 30)
     if ir_c and ir_l then
       note(fmt("instructions per payment (callgrind): client %.0f, raw C loop %.0f (x%.3f)", ir_l, ir_c,
         ir_l / ir_c))
@@ -439,7 +440,7 @@ do
   -- machine changes: ours is the difference of two fixed-count runs of the
   -- loop above; openssl speed's is what it spends inside EVP_PKEY_sign over
   -- the signatures it reports
-  if sh("command -v valgrind"):find("valgrind", 1, true) then
+  if HAVE_VALGRIND then
     local script = os.tmpname()
     local f = assert(io.open(script, "wb"))
     f:write(fmt([[
@@ -455,18 +456,14 @@ local req = { method = "POST", url = "https://bank.example/v1/payments/sepa-cred
 for _ = 1, tonumber(arg[2]) do assert(signer:sign(req)) end
 ]], is_jit and "./build/luajit/?.so;" or "./build/lua5.4/?.so;"))
     f:close()
-    local function ir(cmd)
-      local out = sh("valgrind --tool=callgrind --callgrind-out-file=/dev/null " .. cmd)
-      return tonumber((out:match("Collected : (%d+)"))), out
-    end
     for _, c in ipairs({ { "ECDSA P-256", "qseal-ec", "ecdsap256", 100, 400 },
                          { "RSA-2048", "qseal", "rsa2048", 10, 40 } }) do
       local lua = (is_jit and "luajit " or "lua5.4 ") .. script .. " " .. PKI .. c[2] .. " "
-      local a, b = ir(lua .. c[4]), ir(lua .. c[5])
-      local total, out = ir("--toggle-collect=EVP_PKEY_sign openssl speed -mr -seconds 1 " .. c[3])
+      local mine = per_unit(function(n) return lua .. n end, c[4], c[5])
+      local total, out = instructions("--toggle-collect=EVP_PKEY_sign openssl speed -mr -seconds 1 " .. c[3])
       local count = tonumber(out:match("%+R%d+:(%d+):"))
-      if a and b and total and count and count > 0 then
-        local mine, ref = (b - a) / (c[5] - c[4]), total / count
+      if mine and total and count and count > 0 then
+        local ref = total / count
         note(fmt("instructions per %s signature (callgrind): Berlin signer %.0f, openssl speed's EVP_PKEY_sign %.0f "
           .. "(ratio %.2f)", c[1], mine, ref, ref / mine))
       end
