@@ -38,19 +38,12 @@ int main(int argc, char **argv) {
   t0 = now_s();
   c0 = cpu_s();
   for (i = 0; i <= n; i++) {             /* request 0 warms up: not counted */
-    struct curl_slist *h = NULL;
-    char id[37], line[80], date[64];
-    time_t t = time(NULL);
-    struct tm tm;
+    struct curl_slist *h;
+    char id[37];
     long status = 0;
     if (i == 1) { t0 = now_s(); c0 = cpu_s(); }
     uuid4(id);
-    snprintf(line, sizeof line, "X-Request-ID: %s", id);
-    h = curl_slist_append(h, line);
-    gmtime_r(&t, &tm);
-    strftime(date, sizeof date, "Date: %a, %d %b %Y %H:%M:%S GMT", &tm);
-    h = curl_slist_append(h, date);
-    h = curl_slist_append(h, "Accept: application/json");
+    h = base_headers(id);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     body.len = 0;
     if (curl_easy_perform(e) != CURLE_OK) { fprintf(stderr, "curl_loop: request failed\n"); return 1; }

@@ -131,12 +131,10 @@ int main(int argc, char **argv) {
   t0 = now_s();
   c0 = cpu_s();
   for (i = 0; i <= n; i++) {             /* payment 0 warms up: not counted */
-    struct curl_slist *h = NULL;
-    char id[37], date[64], digest[80], tosign[200], *sig_b64, *sigline;
+    struct curl_slist *h;
+    char id[37], digest[80], tosign[200], *sig_b64, *sigline;
     unsigned char sig[1024];
     size_t siglen = sizeof sig;
-    time_t t = time(NULL);
-    struct tm tm;
     long status = 0;
     EVP_MD_CTX *mc = EVP_MD_CTX_new();
     if (i == 1) { t0 = now_s(); c0 = cpu_s(); }
@@ -152,13 +150,8 @@ int main(int argc, char **argv) {
                         "signature=\"", sig_b64, "\"", (char *)NULL)) == NULL)
       die("memory");
     {
-      char l1[80], l2[100];
-      snprintf(l1, sizeof l1, "X-Request-ID: %s", id);
-      h = curl_slist_append(h, l1);
-      gmtime_r(&t, &tm);
-      strftime(date, sizeof date, "Date: %a, %d %b %Y %H:%M:%S GMT", &tm);
-      h = curl_slist_append(h, date);
-      h = curl_slist_append(h, "Accept: application/json");
+      char l2[100];
+      h = base_headers(id);
       h = curl_slist_append(h, "Content-Type: application/json");
       h = curl_slist_append(h, "Expect:");
       snprintf(l2, sizeof l2, "Digest: %s", digest);

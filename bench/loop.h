@@ -1,11 +1,14 @@
 /* bench/loop.h: what the raw C loops of `make bench` (curl_loop.c,
- * curl_pay.c) share: the answer buffer, the clocks, the X-Request-ID. */
+ * curl_pay.c) share: the answer buffer, the clocks, the X-Request-ID and
+ * the headers every request carries. */
 #ifndef XS2A_BENCH_LOOP_H
 #define XS2A_BENCH_LOOP_H
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/resource.h>
+#include <curl/curl.h>
 #include <openssl/rand.h>
 
 typedef struct { char *p; size_t len, cap; } buf;
@@ -51,6 +54,21 @@ static void uuid4(char out[37]) {
     out[j++] = hex[b[i] & 15];
   }
   out[j] = '\0';
+}
+
+/* a new header list with X-Request-ID (id), Date (now) and Accept, as the
+ * client sends them (free it with curl_slist_free_all) */
+static struct curl_slist *base_headers(const char *id) {
+  struct curl_slist *h = NULL;
+  char line[80], date[64];
+  time_t t = time(NULL);
+  struct tm tm;
+  snprintf(line, sizeof line, "X-Request-ID: %s", id);
+  h = curl_slist_append(h, line);
+  gmtime_r(&t, &tm);
+  strftime(date, sizeof date, "Date: %a, %d %b %Y %H:%M:%S GMT", &tm);
+  h = curl_slist_append(h, date);
+  return curl_slist_append(h, "Accept: application/json");
 }
 
 #endif
