@@ -203,6 +203,21 @@ describe("xs2a.pipeline stages", function()
     assert.spy(ctx.transport.request).was_not_called()
   end)
 
+  it("hole 4: the same refused path is refused again (exchange remembers only paths without a dot)", function()
+    local ctx = new_ctx()
+    for _ = 1, 3 do
+      for _, p in ipairs({ "/v1/consents/..", "/v1/./x", "/v1/a/%2e%2E/b" }) do
+        local _, err = pipeline.request(ctx, { method = "GET", path = p, service = "AIS" })
+        assert.equal("PATH_INVALID", err.code, p)
+      end
+    end
+    assert.spy(ctx.transport.request).was_not_called()
+    -- a plain path is remembered and still sent
+    assert(pipeline.request(ctx, { method = "GET", path = "/v1/consents/c-1", service = "AIS" }))
+    assert(pipeline.request(ctx, { method = "GET", path = "/v1/consents/c-1", service = "AIS" }))
+    assert.spy(ctx.transport.request).was_called(2)
+  end)
+
   it("hole 5a: secrets the request carried are scrubbed from the error and the log", function()
     local ctx = new_ctx(function()
       return ok_res(400, '{"error":"invalid_request","error_description":"code C0DE-SECRET-1 and AT-1234567"}',
