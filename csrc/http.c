@@ -42,14 +42,19 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#ifdef __GLIBC__
+#include <malloc.h>                /* malloc_usable_size */
+#endif
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include "core.h"
 
-/* The only mutable C global: libcurl's process-wide initialisation. */
+/* The mutable C globals: libcurl's process-wide initialisation, and
+ * whether libcurl's memory goes through the wiping functions below. */
 static int http_curl_ready = 0;
+static int http_curl_wipes = 0;
 
 #define DEFAULT_CONNECT_TIMEOUT 5000      /* ms */
 #define DEFAULT_TIMEOUT 30000             /* ms */
@@ -488,6 +493,10 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
     curl_easy_setopt(e, CURLOPT_SHARE, s->share);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* libcurl allocates its upload buffer for every transfer, and frees it
+     * through wipe_free: the smallest it takes (bodies go out from
+     * CURLOPT_COPYPOSTFIELDS, 64 KiB would only cost more to wipe) */
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
 #if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
 #else
@@ -1150,12 +1159,89 @@ static const luaL_Reg session_meta[] = {
   {NULL, NULL}
 };
 
-void xs2a_http_open(lua_State *L) {
-  if (!http_curl_ready) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-      luaL_error(L, "xs2a.core: curl_global_init failed");
-    http_curl_ready = 1;
+/* libcurl's memory, wiped before it is given back. libcurl keeps its own
+ * copies of what a request carries and of what the answer brought: the
+ * header lines (an Authorization: Bearer token, PSU-ID), the request it
+ * assembles from them, a form body (a refresh token, an authorisation
+ * code), its download buffer (a token endpoint's answer). Through these
+ * functions none of them stays readable in freed memory. The size of a
+ * block is the allocator's own (malloc_usable_size), so a block libcurl did
+ * not allocate itself is still freed correctly. A block that grows moves to
+ * a new one and the old one is wiped (realloc would leave the old bytes in
+ * the free list); a block that shrinks stays where it is. */
+#ifdef __GLIBC__
+#define XS2A_BLOCK_SIZE(p) malloc_usable_size(p)
+#if __GLIBC_PREREQ(2, 25)
+/* the C library's (vectorised) memset, which the compiler may not drop;
+ * OPENSSL_cleanse clears 8 bytes a round, and libcurl frees two 16 KiB
+ * buffers per transfer */
+#define XS2A_WIPE(p, n) explicit_bzero((p), (n))
+#endif
+#endif
+#ifndef XS2A_WIPE
+#define XS2A_WIPE(p, n) OPENSSL_cleanse((p), (n))
+#endif
+
+#ifdef XS2A_BLOCK_SIZE
+/* the block http_global_init hands to curl_free() to learn whether libcurl
+ * took these functions (set and read during that call only) */
+static const void *wipe_probe = NULL;
+static int wipe_probe_seen = 0;
+
+static void wipe_free(void *p) {
+  if (p == NULL) return;
+  if (p == wipe_probe) wipe_probe_seen = 1;
+  XS2A_WIPE(p, XS2A_BLOCK_SIZE(p));
+  free(p);
+}
+
+static void *wipe_realloc(void *p, size_t n) {
+  size_t old;
+  void *q;
+  if (p == NULL) return malloc(n);
+  if (n == 0) {                     /* realloc(p, 0) frees p (glibc); so do we */
+    wipe_free(p);
+    return NULL;
   }
+  old = XS2A_BLOCK_SIZE(p);
+  if (n <= old) return p;
+  if ((q = malloc(n)) == NULL) return NULL;   /* p stays valid, as with realloc */
+  memcpy(q, p, old);
+  wipe_free(p);
+  return q;
+}
+#endif
+
+/* Initialises libcurl once per process, with the wiping functions when the
+ * C library can tell a block's size. libcurl takes memory functions only
+ * from the first initialisation in the process: when another library of the
+ * process initialised it first, it keeps that library's (plain) functions,
+ * and core.curl_wipes_memory says false. */
+static void http_global_init(lua_State *L) {
+  CURLcode rc;
+  if (http_curl_ready) return;
+#ifdef XS2A_BLOCK_SIZE
+  rc = curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wipe_free, wipe_realloc, strdup, calloc);
+  if (rc == CURLE_OK) {
+    /* curl_free() is libcurl's free function: a string libcurl made, given
+     * back through it, reaches wipe_free only if libcurl took ours */
+    char *probe = curl_easy_escape(NULL, "xs2a", 4);
+    if (probe != NULL) {
+      wipe_probe = probe;
+      curl_free(probe);
+      wipe_probe = NULL;
+      http_curl_wipes = wipe_probe_seen;
+    }
+  }
+#else
+  rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+#endif
+  if (rc != CURLE_OK) luaL_error(L, "xs2a.core: curl_global_init failed");
+  http_curl_ready = 1;
+}
+
+void xs2a_http_open(lua_State *L) {
+  http_global_init(L);
   xs2a_newclass(L, XS2A_SESSION, session_methods, session_meta);
   {
     /* request, submit and poll again, as closures over the field names */
@@ -1176,4 +1262,6 @@ void xs2a_http_open(lua_State *L) {
   }
   lua_pushcfunction(L, session_new);
   lua_setfield(L, -2, "http_session");
+  lua_pushboolean(L, http_curl_wipes);
+  lua_setfield(L, -2, "curl_wipes_memory");
 }
