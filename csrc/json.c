@@ -13,8 +13,10 @@
  * the Lua walk under Lua 5.4 against 159 us in cjson itself.
  *
  * The depth is bounded (cjson stops at 1000 levels by default, WALK_MAX is
- * above that): a deeper value is left as it is and answered with nil, so
- * the C stack never grows without bound, whatever table it is given. */
+ * above that): a deeper value is answered with nil, "nesting too deep" and
+ * may be left partly walked (json.lua then refuses the whole answer), so
+ * the C stack never grows without bound, whatever table it is given, a
+ * cycle included. fuzz/json.c checks the walk against json.lua's Lua walk. */
 #include "core.h"
 
 #define WALK_MAX 1100
