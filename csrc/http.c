@@ -496,7 +496,9 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
     /* libcurl allocates its upload buffer for every transfer, and frees it
      * through wipe_free: the smallest it takes (bodies go out from
      * CURLOPT_COPYPOSTFIELDS, 64 KiB would only cost more to wipe) */
+#if LIBCURL_VERSION_NUM >= 0x073e00
     curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
+#endif
 #if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
 #else
