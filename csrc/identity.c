@@ -117,6 +117,9 @@ static int input_get(lua_State *L, const char *s, size_t len, const char *what,
   if (f == NULL) {
     err = errno ? errno : EIO;
   } else {
+    /* unbuffered: fread reads straight into in->buf, which is wiped; a
+     * stdio buffer would hold the key's bytes and go back unwiped at fclose */
+    setvbuf(f, NULL, _IONBF, 0);
     for (;;) {
       size_t n;
       if (in->len == cap) {

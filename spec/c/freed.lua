@@ -5,7 +5,8 @@
 -- endpoint's answer does). Over HTTP/1.1 and HTTP/2, on a reused and on a
 -- fresh connection, no block the core, libcurl or OpenSSL gives back may
 -- still hold it (nghttp2's copies of HTTP/2 header fields are the known
--- exception, counted apart). The Lua strings themselves are not read (see
+-- exception, counted apart). The same for private keys and passphrases,
+-- from loading an identity to closing it. The Lua strings themselves are not read (see
 -- freed.c). Prints one line per case and "freed: ok"; raises on a failure.
 -- luacheck: globals freed
 package.path = "./lua/?.lua;./lua/?/init.lua;./spec/?.lua;" .. package.path
@@ -64,6 +65,48 @@ local function case(http2)
     held - by_nghttp2))
   assert(http2 or by_nghttp2 == 0)
 end
+
+-- keys and passphrases: a line from the middle of a private key's PEM text
+-- (the file is read in C) through loading, Berlin signatures and close;
+-- a passphrase through an encrypted PEM key, a PKCS#12 file and a refusal
+local function key_case(what, marker, opts, signs)
+  freed.scan(marker)
+  local id, ierr = core.identity(opts)
+  if signs then
+    assert(id, ierr)
+    local signer = require("xs2a.sign").berlin(id)
+    local req = { method = "POST", url = "https://bank.example/v1/payments/sepa-credit-transfers",
+      headers = { ["X-Request-ID"] = "r-1" }, body = "{}" }
+    for _ = 1, 3 do assert(signer:sign(req)) end
+  end
+  if id then id:close() end
+  id = nil   -- luacheck: ignore
+  collectgarbage()
+  collectgarbage()
+  local read, held = freed.counts()
+  freed.scan(nil)
+  print(("%s: %d freed blocks read, %d held the marker"):format(what, read, held))
+  assert(read > 100 and held == 0, what .. ": a freed block still held the marker")
+end
+
+local function pem_line(path)
+  local lines = {}
+  for l in io.lines(path) do
+    if #l == 64 then lines[#lines + 1] = l end
+  end
+  return assert(lines[#lines // 2], "no 64-character line in " .. path)
+end
+
+local PASS = "test-passphrase"   -- sandbox/bin/mkpki's
+for _, k in ipairs{ "qseal", "qseal-ec" } do
+  key_case(k .. " key (PEM line)", pem_line(helper.pki(k .. ".key")),
+    { cert = helper.pki(k .. ".pem"), key = helper.pki(k .. ".key") }, true)
+end
+key_case("encrypted PEM key (passphrase)", PASS,
+  { cert = helper.pki("qwac.pem"), key = helper.pki("qwac-enc.key"), passphrase = PASS }, true)
+key_case("PKCS#12 (passphrase)", PASS, { p12 = helper.pki("qwac.p12"), passphrase = PASS }, true)
+key_case("a wrong passphrase", "wrong-" .. PASS,
+  { cert = helper.pki("qwac.pem"), key = helper.pki("qwac-enc.key"), passphrase = "wrong-" .. PASS }, false)
 
 local ok, err = pcall(function()
   case(false)
