@@ -104,7 +104,7 @@ for _, k in ipairs{ "qseal", "qseal-ec" } do
 end
 key_case("encrypted PEM key (passphrase)", PASS,
   { cert = helper.pki("qwac.pem"), key = helper.pki("qwac-enc.key"), passphrase = PASS }, true)
-key_case("PKCS#12 (passphrase)", PASS, { p12 = helper.pki("qwac.p12"), passphrase = PASS }, true)
+key_case("PKCS12 file (passphrase)", PASS, { p12 = helper.pki("qwac.p12"), passphrase = PASS }, true)
 key_case("a wrong passphrase", "wrong-" .. PASS,
   { cert = helper.pki("qwac.pem"), key = helper.pki("qwac-enc.key"), passphrase = "wrong-" .. PASS }, false)
 
