@@ -6,7 +6,7 @@
 -- fresh connection, no block the core, libcurl or OpenSSL gives back may
 -- still hold it (nghttp2's copies of HTTP/2 header fields are the known
 -- exception, counted apart). The same for private keys and passphrases,
--- from loading an identity to closing it. The Lua strings themselves are not read (see
+-- from loading an identity to closing it, and for a MAC key. The Lua strings themselves are not read (see
 -- freed.c). Prints one line per case and "freed: ok"; raises on a failure.
 -- luacheck: globals freed
 package.path = "./lua/?.lua;./lua/?/init.lua;./spec/?.lua;" .. package.path
@@ -107,6 +107,24 @@ key_case("encrypted PEM key (passphrase)", PASS,
 key_case("PKCS12 file (passphrase)", PASS, { p12 = helper.pki("qwac.p12"), passphrase = PASS }, true)
 key_case("a wrong passphrase", "wrong-" .. PASS,
   { cert = helper.pki("qwac.pem"), key = helper.pki("qwac-enc.key"), passphrase = "wrong-" .. PASS }, false)
+
+-- a MAC key (Paysera's MAC scheme) through HMAC-SHA256, and a secret
+-- through the encoders and the digest the signers and PKCE use
+do
+  local key = "mac-key-" .. hex(core.random(16))
+  freed.scan(key)
+  for _ = 1, 5 do
+    core.hmac("sha256", key, "1700000000\nnonce\nPOST\n/v1/payments\nbank.example\n443\n\n")
+    core.b64encode(key)
+    core.b64url_encode(key)
+    core.digest("sha256", key)
+  end
+  collectgarbage()
+  local read, held = freed.counts()
+  freed.scan(nil)
+  print(("MAC key and encoders: %d freed blocks read, %d held the marker"):format(read, held))
+  assert(held == 0, "MAC key and encoders: a freed block still held the marker")
+end
 
 local ok, err = pcall(function()
   case(false)
