@@ -1,7 +1,8 @@
 /* fs.c: the few file-system calls the file store (xs2a.store.file) needs
  * and plain Lua lacks: an advisory lock (flock), a durable atomic write
- * (temporary file, fsync, rename, fsync of the directory), a private
- * directory, the owner and mode of a path, and a directory listing. */
+ * (temporary file, fsync, rename, fsync of the directory), a read that
+ * leaves no copy in freed memory, a private directory, the owner and mode
+ * of a path, and a directory listing. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/crypto.h>
 #include "core.h"
 
 #define XS2A_FLOCK "xs2a.FileLock"
@@ -122,6 +124,62 @@ static int fs_write(lua_State *L) {
   return 1;
 }
 
+/* core.fs_read(path) -> data | nil, err, code ("absent" when there is no
+ * such file, else "io"). Reads with read(2) into a buffer that is wiped
+ * before it is freed: no stdio buffer keeps a copy of a record (the file
+ * store's records hold tokens). A symbolic link is refused (O_NOFOLLOW),
+ * as fs_write never makes one. At most FS_READ_MAX bytes. */
+#define FS_READ_MAX (64 * 1024 * 1024)
+static int fs_read(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  int fd, e = 0;
+  do fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW); while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    e = errno;
+    fs_fail(L, "open", path, e);
+    lua_pushstring(L, (e == ENOENT || e == ENOTDIR) ? "absent" : "io");
+    return 3;
+  }
+  for (;;) {
+    ssize_t n;
+    if (len == cap) {
+      size_t ncap = cap ? cap * 2 : 4096;
+      char *nb;
+      if (ncap > FS_READ_MAX) { e = EFBIG; break; }
+      if ((nb = (char *)malloc(ncap)) == NULL) { e = ENOMEM; break; }
+      if (buf != NULL) {
+        memcpy(nb, buf, len);
+        OPENSSL_cleanse(buf, cap);
+        free(buf);
+      }
+      buf = nb;
+      cap = ncap;
+    }
+    n = read(fd, buf + len, cap - len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      e = errno;
+      break;
+    }
+    if (n == 0) break;
+    len += (size_t)n;
+  }
+  close(fd);
+  if (e == 0) lua_pushlstring(L, buf != NULL ? buf : "", len);
+  if (buf != NULL) {
+    OPENSSL_cleanse(buf, cap);
+    free(buf);
+  }
+  if (e != 0) {
+    fs_fail(L, "read", path, e);
+    lua_pushliteral(L, "io");
+    return 3;
+  }
+  return 1;
+}
+
 /* core.fs_mkdir(path) -> true | nil, err: mode 0700; an existing one is fine */
 static int fs_mkdir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
@@ -171,7 +229,7 @@ void xs2a_fs_open(lua_State *L) {
   static const luaL_Reg methods[] = { {"unlock", flock_unlock}, {NULL, NULL} };
   static const luaL_Reg meta[] = { {"__gc", flock_unlock}, {NULL, NULL} };
   static const luaL_Reg fns[] = {
-    {"fs_lock", fs_lock}, {"fs_write", fs_write}, {"fs_mkdir", fs_mkdir},
+    {"fs_lock", fs_lock}, {"fs_write", fs_write}, {"fs_read", fs_read}, {"fs_mkdir", fs_mkdir},
     {"fs_stat", fs_stat}, {"fs_list", fs_list}, {NULL, NULL}
   };
   xs2a_newclass(L, XS2A_FLOCK, methods, meta);

@@ -6,7 +6,8 @@
 -- fresh connection, no block the core, libcurl or OpenSSL gives back may
 -- still hold it (nghttp2's copies of HTTP/2 header fields are the known
 -- exception, counted apart). The same for private keys and passphrases,
--- from loading an identity to closing it, and for a MAC key. The Lua strings themselves are not read (see
+-- from loading an identity to closing it, for a MAC key, and for a token
+-- in the file store. The Lua strings themselves are not read (see
 -- freed.c). Prints one line per case and "freed: ok"; raises on a failure.
 -- luacheck: globals freed
 package.path = "./lua/?.lua;./lua/?/init.lua;./spec/?.lua;" .. package.path
@@ -124,6 +125,26 @@ do
   freed.scan(nil)
   print(("MAC key and encoders: %d freed blocks read, %d held the marker"):format(read, held))
   assert(held == 0, "MAC key and encoders: a freed block still held the marker")
+end
+
+-- a token kept in the file store: written, read back, counted, deleted
+do
+  local dir = os.tmpname()
+  os.remove(dir)
+  local token = "token-" .. hex(core.random(16))
+  freed.scan(token)
+  local fstore = assert(require("xs2a.store.file").new(dir))
+  assert(fstore:set("tok", token, 60))
+  for _ = 1, 3 do assert(fstore:get("tok") == token) end
+  fstore:delete("tok")
+  fstore = nil   -- luacheck: ignore
+  collectgarbage()
+  local read, held = freed.counts()
+  freed.scan(nil)
+  for _, name in ipairs(core.fs_list(dir) or {}) do os.remove(dir .. "/" .. name) end
+  os.remove(dir)
+  print(("file store: %d freed blocks read, %d held the marker"):format(read, held))
+  assert(held == 0, "file store: a freed block still held the token")
 end
 
 local ok, err = pcall(function()

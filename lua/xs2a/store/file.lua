@@ -22,7 +22,7 @@ local contract = require "xs2a.store.contract"
 
 local type, tonumber, setmetatable, pcall = type, tonumber, setmetatable, pcall
 local str_format, str_byte, str_sub, str_find = string.format, string.byte, string.sub, string.find
-local io_open, os_remove, math_floor = io.open, os.remove, math.floor
+local os_remove, math_floor = os.remove, math.floor
 
 local _M = {}
 local mt = { __index = _M, __name = "xs2a.store.file" }
@@ -93,11 +93,13 @@ end
 -- The record at path: value, expires (0 = never); nil when absent;
 -- nil, nil, err when unreadable or not a record.
 local function read_record(path)
-  local f = io_open(path, "rb")
-  if not f then return nil end
-  local data = f:read("*a")
-  f:close()
-  if not data or str_sub(data, 1, #MAGIC) ~= MAGIC then return nil, nil, "corrupt record " .. path end
+  -- (core.fs_read: no stdio buffer keeps the record, a token, once read)
+  local data, rerr, code = core.fs_read(path)
+  if not data then
+    if code == "absent" then return nil end
+    return nil, nil, "unreadable record " .. path .. ": " .. tostring(rerr)
+  end
+  if str_sub(data, 1, #MAGIC) ~= MAGIC then return nil, nil, "corrupt record " .. path end
   local nl = str_find(data, "\n", #MAGIC + 1, true)
   local exp = nl and tonumber(str_sub(data, #MAGIC + 1, nl - 1))
   if not exp then return nil, nil, "corrupt record " .. path end
