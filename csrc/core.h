@@ -31,6 +31,7 @@ struct x509_st *xs2a_identity_cert(xs2a_identity *id);
 struct evp_pkey_st *xs2a_identity_key(xs2a_identity *id);
 struct stack_st_X509;
 struct stack_st_X509 *xs2a_identity_chain(xs2a_identity *id);   /* extra certificates, may be NULL */
+int xs2a_identity_from_files(lua_State *L, const char *cert, const char *key);   /* id | nil, msg, code */
 
 /* Shared between identity.c and crypto.c (not for other parts). */
 struct evp_md_st;

@@ -2,7 +2,8 @@
 
 /* core.http_session(opts) -> Session | nil, message, code
  *   opts: identity (xs2a.Identity; nil/false = no client certificate),
- *         cert_file/key_file (PEM paths instead of an identity), ca_file
+ *         cert_file/key_file (PEM paths instead of an identity: loaded once,
+ *         here, as core.identity would; a bad file fails here), ca_file
  *         (default: libcurl's system store), connect_timeout, timeout (ms,
  *         1..86400000; defaults 5000, 30000), max_body (bytes, default 8 MiB),
  *         http2 (default true: offered through ALPN), proxy (default: none;
@@ -107,11 +108,10 @@ struct xs2a_session {
   lua_Integer next_id;
   /* TLS objects parsed once per session and installed into each new
    * connection's SSL_CTX by ssl_ctx_setup (up-referenced, freed on close) */
-  X509 *cert;                  /* identity certificate, NULL = none or cert_file mode */
+  X509 *cert;                  /* identity certificate (from an identity or cert_file), NULL = none */
   STACK_OF(X509) *chain;       /* its extra certificates, may be NULL */
   EVP_PKEY *key;               /* its private key (never exported as PEM) */
   X509_STORE *store;           /* trust anchors: ca_file or the system store */
-  char *cert_file, *key_file;  /* owned copies of paths (alternative to an identity) */
   char *ca_file;               /* owned copy of a path, NULL = system store */
   char *proxy;                 /* owned copy, NULL = no proxy at all */
   long connect_timeout, timeout;
@@ -516,12 +516,6 @@ static xfer *xfer_prepare(lua_State *L, xs2a_session *s, int idx, const char **w
     curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
     curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_setup);
     curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, (void *)s);
-    if (s->cert_file != NULL) {
-      curl_easy_setopt(e, CURLOPT_SSLCERT, s->cert_file);
-      curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
-      curl_easy_setopt(e, CURLOPT_SSLKEY, s->key_file != NULL ? s->key_file : s->cert_file);
-      curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
-    }
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
                      s->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
     if (s->http2) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
@@ -890,8 +884,6 @@ static void session_release(xs2a_session *s) {
   if (s->chain != NULL) { sk_X509_pop_free(s->chain, X509_free); s->chain = NULL; }
   if (s->key != NULL) { EVP_PKEY_free(s->key); s->key = NULL; }
   if (s->store != NULL) { X509_STORE_free(s->store); s->store = NULL; }
-  free(s->cert_file); s->cert_file = NULL;
-  free(s->key_file); s->key_file = NULL;
   free(s->ca_file); s->ca_file = NULL;
   free(s->proxy); s->proxy = NULL;
   s->open = 0;
@@ -1021,6 +1013,16 @@ static int session_new(lua_State *L) {
     return xs2a_pusherror(L, "http_session", "cannot read cert_file", "client_cert");
   if (key_file != NULL && !readable(key_file))
     return xs2a_pusherror(L, "http_session", "cannot read key_file", "client_cert");
+  if (cert_file != NULL) {
+    /* parsed once, here, as an identity: libcurl never gets the paths */
+    int base = lua_gettop(L);
+    xs2a_identity_from_files(L, cert_file, key_file != NULL ? key_file : cert_file);
+    if (lua_isnil(L, base + 1)) {
+      const char *why = lua_tostring(L, base + 2);
+      return xs2a_pusherror(L, "http_session", why != NULL ? why : "cannot load cert_file", "client_cert");
+    }
+    id = xs2a_checkidentity(L, base + 1);   /* stays on the stack until the session holds its own references */
+  }
 
   s = (xs2a_session *)lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);                              /* closed: safe to collect */
@@ -1031,8 +1033,6 @@ static int session_new(lua_State *L) {
   s->http2 = http2;
   s->open = 1;                                          /* from here on __gc releases */
   if ((ca_file != NULL && (s->ca_file = dupstr(ca_file)) == NULL) ||
-      (cert_file != NULL && (s->cert_file = dupstr(cert_file)) == NULL) ||
-      (key_file != NULL && (s->key_file = dupstr(key_file)) == NULL) ||
       (proxy != NULL && (s->proxy = dupstr(proxy)) == NULL))
     goto oom;
   if (id != NULL && !take_identity(s, id)) {

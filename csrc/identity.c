@@ -1229,6 +1229,22 @@ static const luaL_Reg identity_meta[] = {
   {NULL, NULL}
 };
 
+/* For core.http_session's cert_file/key_file: the identity in those files,
+ * loaded as core.identity{cert =, key =} would (pushes it, or nil, message,
+ * code), so that libcurl is never handed the paths (it would have OpenSSL
+ * read the key file again for every connection, through a stdio buffer
+ * that goes back to the heap unwiped). */
+int xs2a_identity_from_files(lua_State *L, const char *cert, const char *key) {
+  lua_pushcfunction(L, identity_new);
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, cert);
+  lua_setfield(L, -2, "cert");
+  lua_pushstring(L, key);
+  lua_setfield(L, -2, "key");
+  lua_call(L, 1, 3);
+  return 3;
+}
+
 static const luaL_Reg identity_funcs[] = {
   {"identity", identity_new},
   {"cert_info", core_cert_info},

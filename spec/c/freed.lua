@@ -147,7 +147,29 @@ do
   assert(held == 0, "file store: a freed block still held the token")
 end
 
+-- the client certificate given as cert_file/key_file paths: the session
+-- parses them once (libcurl would have OpenSSL read the key file through a
+-- stdio buffer for every connection); two payment-like POSTs, each on a
+-- fresh connection
+local function key_file_case()
+  local marker = pem_line(helper.pki("qwac.key"))
+  freed.scan(marker)
+  local s = assert(core.http_session{ cert_file = helper.pki("qwac.pem"), key_file = helper.pki("qwac.key"),
+    ca_file = helper.pki("ca.pem"), http2 = false })
+  for _ = 1, 2 do
+    assert(assert(s:request{ method = "POST", url = srv.url .. "/echo", body = "{}", idempotent = false }).status
+      == 200)
+  end
+  s:close()
+  collectgarbage()
+  local read, held = freed.counts()
+  freed.scan(nil)
+  print(("cert_file/key_file session: %d freed blocks read, %d held the marker"):format(read, held))
+  assert(held == 0, "cert_file/key_file session: a freed block still held a line of the key")
+end
+
 local ok, err = pcall(function()
+  key_file_case()
   case(false)
   case(true)
 end)

@@ -432,17 +432,30 @@ describe("core.http_session", function()
       end)
     end
 
-    it("a bad client certificate file is client_cert", function()
-      local s = assert(core.http_session{ cert_file = helper.pki("ca.key"), ca_file = CA })
-      local res, msg, code = s:request{ url = srv.url .. "/echo" }
-      assert.is_nil(res)
+    it("a bad client certificate file is client_cert, at once (the files are parsed when the session is made)",
+        function()
+      local s, msg, code = core.http_session{ cert_file = helper.pki("ca.key"), ca_file = CA }
+      assert.is_nil(s)
       assert.equals("client_cert", code, msg)
-      s:close()
-      s = assert(core.http_session{ cert_file = helper.pki("qwac.pem"), key_file = helper.pki("other.key"),
-        ca_file = CA })
-      res, msg, code = s:request{ url = srv.url .. "/echo" }
-      assert.is_nil(res)
+      assert.matches("not a valid PEM or DER certificate", msg, 1, true)
+      s, msg, code = core.http_session{ cert_file = helper.pki("qwac.pem"), key_file = helper.pki("other.key"),
+        ca_file = CA }
+      assert.is_nil(s)
       assert.equals("client_cert", code, msg)
+      assert.matches("does not match", msg, 1, true)
+      -- one PEM file holding both the certificate and the key
+      local both = os.tmpname()
+      local f = assert(io.open(both, "wb"))
+      for _, name in ipairs({ "qwac.pem", "qwac.key" }) do
+        local part = assert(io.open(helper.pki(name), "rb"))
+        f:write(part:read("*a"))
+        part:close()
+      end
+      f:close()
+      s = assert(core.http_session{ cert_file = both, ca_file = CA })
+      os.remove(both)
+      local res = assert(s:request{ url = srv.url .. "/echo" })
+      assert.equals(200, res.status)
       s:close()
     end)
 
