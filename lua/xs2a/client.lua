@@ -34,6 +34,10 @@
 --   requests start in any window of 1 s + `margin`: the margin absorbs latency jitter);
 -- * `retry`: `{ max_attempts = 3, base_delay = 0.2, max_delay = 5, max_retry_after = 30 }`;
 -- * `timeouts`: `{ connect = 5000, total = 30000 }` (ms); `max_body` (bytes);
+-- * `http2`: `false` keeps the client's own curl transport on HTTP/1.1
+--   (default: HTTP/2 offered through ALPN). Over HTTP/2, nghttp2 copies
+--   header fields (a bearer token) into memory it frees without a wipe;
+--   over HTTP/1.1 nothing the C side copies stays readable once freed;
 -- * `oauth`: `{ trusted_origins = { "https://as.bank.example", ... },
 --   refresh_margin = 60, metadata_ttl = 3600 }`: origins trusted for the
 --   authorization server besides those its metadata names (`xs2a.sca.oauth`);
@@ -276,6 +280,7 @@ local OPTIONS = {
     if why then return why, field end
   end,
   max_body = count,
+  http2 = kind_of("boolean"),
   mac = kind_of("table"),
   oauth = function(v)
     local _, why = oauth_settings(v)
@@ -421,7 +426,7 @@ function _M.new(opts)
     transport, terr = transport_mod.new{
       identity = qwac, ca_file = opts.ca_file,
       connect_timeout = timeouts.connect or 5000, timeout = timeouts.total or 30000,
-      max_body = opts.max_body or 8 * 1024 * 1024,
+      max_body = opts.max_body or 8 * 1024 * 1024, http2 = opts.http2,
     }
     if not transport then return config_error("transport: " .. tostring(terr), "TRANSPORT_INVALID") end
     own_curl = transport.kind == "curl"

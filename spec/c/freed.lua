@@ -60,8 +60,9 @@ local function case(http2)
     version, read, held, by_nghttp2))
   assert(read > 100, "too few blocks read: is free() ours?")
   -- nghttp2 copies HTTP/2 header fields with the C library's own malloc and
-  -- free, which libcurl gives no way to replace (README, Security): those
-  -- copies are the one known exception, and only over HTTP/2
+  -- free, which libcurl gives no way to replace (README, "Secrets in freed
+  -- memory"; the client option http2 = false avoids it): those copies are
+  -- the one known exception, and only over HTTP/2
   assert(held - by_nghttp2 == 0, ("HTTP/%s: %d freed blocks still held the marker"):format(version,
     held - by_nghttp2))
   assert(http2 or by_nghttp2 == 0)
