@@ -46,7 +46,7 @@ local function finish(what, allowed)
   return read, held, by_nghttp2
 end
 
-local srv = tlsserver.start{ verify_client = true }
+local srv   -- the loopback HTTPS server, started just before the cases that need it
 local qwac = assert(core.identity{ cert = helper.pki("qwac.pem"), key = helper.pki("qwac.key") })
 
 local function case(http2)
@@ -161,6 +161,7 @@ local function key_file_case()
   finish("cert_file/key_file session")
 end
 
+srv = tlsserver.start{ verify_client = true }
 local ok, err = pcall(function()
   key_file_case()
   case(false)
