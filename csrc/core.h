@@ -20,6 +20,9 @@ void xs2a_http_open(lua_State *L);
 void xs2a_time_open(lua_State *L);
 void xs2a_json_open(lua_State *L);     /* json.c: the pass over cjson's result (xs2a.codec.json) */
 void xs2a_fs_open(lua_State *L);       /* fs.c: file-store helpers (xs2a.store.file) */
+/* fs.c: a whole file into a buffer that leaves no copy in freed memory
+ * (identity files, file-store records); 0 or an errno value */
+int xs2a_read_file(const char *path, size_t max, int nofollow, unsigned char **buf, size_t *len, size_t *cap);
 
 /* identity.c, for the HTTP session: borrow the OpenSSL objects of an
  * identity (NULL if closed). The caller keeps the identity alive. */

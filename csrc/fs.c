@@ -124,59 +124,71 @@ static int fs_write(lua_State *L) {
   return 1;
 }
 
+/* Reads the whole file at path with read(2) into *buf (OPENSSL_malloc'd,
+ * *len bytes, *cap its size: give it back with OPENSSL_clear_free(*buf,
+ * *cap)). No stdio buffer holds a copy, and each block the buffer outgrows
+ * is wiped before it is freed: what the file holds (a private key, a
+ * token) is never left readable in freed memory. nofollow refuses a
+ * symbolic link. Returns 0, or an errno value (EFBIG when the buffer would
+ * pass max bytes); on failure *buf is NULL. */
+int xs2a_read_file(const char *path, size_t max, int nofollow, unsigned char **buf, size_t *len, size_t *cap) {
+  unsigned char *b = NULL;
+  size_t n = 0, c = 0;
+  int fd, e = 0;
+  do fd = open(path, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0)); while (fd < 0 && errno == EINTR);
+  if (fd < 0) e = errno ? errno : EIO;
+  while (e == 0) {
+    ssize_t r;
+    if (n == c) {
+      size_t nc = c ? c * 2 : 8192;
+      unsigned char *nb;
+      if (nc > max) { e = EFBIG; break; }
+      if ((nb = OPENSSL_malloc(nc)) == NULL) { e = ENOMEM; break; }
+      if (b != NULL) {
+        memcpy(nb, b, n);
+        OPENSSL_clear_free(b, c);
+      }
+      b = nb;
+      c = nc;
+    }
+    r = read(fd, b + n, c - n);
+    if (r < 0) {
+      if (errno != EINTR) e = errno ? errno : EIO;
+    } else if (r == 0) {
+      break;
+    } else {
+      n += (size_t)r;
+    }
+  }
+  if (fd >= 0) close(fd);
+  if (e != 0) {
+    if (b != NULL) OPENSSL_clear_free(b, c);
+    b = NULL;
+    n = c = 0;
+  }
+  *buf = b;
+  *len = n;
+  *cap = c;
+  return e;
+}
+
 /* core.fs_read(path) -> data | nil, err, code ("absent" when there is no
- * such file, else "io"). Reads with read(2) into a buffer that is wiped
- * before it is freed: no stdio buffer keeps a copy of a record (the file
- * store's records hold tokens). A symbolic link is refused (O_NOFOLLOW),
- * as fs_write never makes one. At most FS_READ_MAX bytes. */
+ * such file, else "io"): a file-store record (a token), read by
+ * xs2a_read_file. A symbolic link is refused, as fs_write never makes
+ * one. At most FS_READ_MAX bytes. */
 #define FS_READ_MAX (64 * 1024 * 1024)
 static int fs_read(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  char *buf = NULL;
-  size_t len = 0, cap = 0;
-  int fd, e = 0;
-  do fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW); while (fd < 0 && errno == EINTR);
-  if (fd < 0) {
-    e = errno;
-    fs_fail(L, "open", path, e);
+  unsigned char *buf;
+  size_t len, cap;
+  int e = xs2a_read_file(path, FS_READ_MAX, 1, &buf, &len, &cap);
+  if (e != 0) {
+    fs_fail(L, "read", path, e);
     lua_pushstring(L, (e == ENOENT || e == ENOTDIR) ? "absent" : "io");
     return 3;
   }
-  for (;;) {
-    ssize_t n;
-    if (len == cap) {
-      size_t ncap = cap ? cap * 2 : 4096;
-      char *nb;
-      if (ncap > FS_READ_MAX) { e = EFBIG; break; }
-      if ((nb = (char *)malloc(ncap)) == NULL) { e = ENOMEM; break; }
-      if (buf != NULL) {
-        memcpy(nb, buf, len);
-        OPENSSL_cleanse(buf, cap);
-        free(buf);
-      }
-      buf = nb;
-      cap = ncap;
-    }
-    n = read(fd, buf + len, cap - len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      e = errno;
-      break;
-    }
-    if (n == 0) break;
-    len += (size_t)n;
-  }
-  close(fd);
-  if (e == 0) lua_pushlstring(L, buf != NULL ? buf : "", len);
-  if (buf != NULL) {
-    OPENSSL_cleanse(buf, cap);
-    free(buf);
-  }
-  if (e != 0) {
-    fs_fail(L, "read", path, e);
-    lua_pushliteral(L, "io");
-    return 3;
-  }
+  lua_pushlstring(L, buf != NULL ? (const char *)buf : "", len);
+  if (buf != NULL) OPENSSL_clear_free(buf, cap);
   return 1;
 }
 

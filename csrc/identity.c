@@ -1,6 +1,5 @@
 /* identity.c: the TPP identity (certificate + private key) and certificate facts. */
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -90,7 +89,6 @@ static int printable_path(const char *s, size_t len) {
  * what = "certificate", "private key", "PKCS#12". */
 static int input_get(lua_State *L, const char *s, size_t len, const char *what,
                      input *in) {
-  FILE *f;
   size_t cap = 0;
   int err;
   memset(in, 0, sizeof *in);
@@ -112,42 +110,9 @@ static int input_get(lua_State *L, const char *s, size_t len, const char *what,
     lua_pushliteral(L, "parse");
     return 3;
   }
-  err = 0;
-  f = fopen(s, "rb");
-  if (f == NULL) {
-    err = errno ? errno : EIO;
-  } else {
-    /* unbuffered: fread reads straight into in->buf, which is wiped; a
-     * stdio buffer would hold the key's bytes and go back unwiped at fclose */
-    setvbuf(f, NULL, _IONBF, 0);
-    for (;;) {
-      size_t n;
-      if (in->len == cap) {
-        size_t ncap = cap ? cap * 2 : 8192;
-        unsigned char *nb;
-        if (ncap > INPUT_LIMIT) { err = EFBIG; break; }
-        if ((nb = OPENSSL_malloc(ncap)) == NULL) { err = ENOMEM; break; }
-        if (in->buf != NULL) {
-          memcpy(nb, in->buf, in->len);
-          OPENSSL_clear_free(in->buf, cap);
-        }
-        in->buf = nb;
-        cap = ncap;
-      }
-      errno = 0;
-      n = fread(in->buf + in->len, 1, cap - in->len, f);
-      in->len += n;
-      if (n == 0) {
-        if (ferror(f)) err = errno ? errno : EIO;
-        break;
-      }
-    }
-    fclose(f);
-  }
-  if (err != 0) {
-    if (in->buf != NULL) OPENSSL_clear_free(in->buf, cap);
-    in->buf = NULL;
-    in->len = 0;
+  /* (a key file may be a symbolic link, as mounted secrets are) */
+  err = xs2a_read_file(s, INPUT_LIMIT, 0, &in->buf, &in->len, &cap);
+  if (err != 0) {                          /* (nothing was kept) */
     lua_pushnil(L);
     if (printable_path(s, len))
       lua_pushfstring(L, "identity: cannot read %s file '%s': %s", what, s, strerror(err));
