@@ -16,12 +16,8 @@ local helper = require "helper"
 local core = require "xs2a.core"
 local tlsserver = require "support.tlsserver"
 
-local function hex(s)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-
 -- the control: a block freed with the marker in it is counted
-local control = "control-" .. hex(core.random(12))
+local control = "control-" .. core.hex(core.random(12))
 freed.scan(control)
 freed.leak("before " .. control .. " after")
 local _, found = freed.counts()
@@ -50,7 +46,7 @@ local srv   -- the loopback HTTPS server, started just before the cases that nee
 local qwac = assert(core.identity{ cert = helper.pki("qwac.pem"), key = helper.pki("qwac.key") })
 
 local function case(http2)
-  local m = "secret-" .. hex(core.random(16))
+  local m = "secret-" .. core.hex(core.random(16))
   freed.scan(m)
   local s = assert(core.http_session{ identity = qwac, ca_file = helper.pki("ca.pem"), http2 = http2 })
   for _ = 1, 2 do   -- the second GET rides on the kept connection
@@ -116,7 +112,7 @@ key_case("a wrong passphrase", "wrong-" .. PASS,
 -- a MAC key (Paysera's MAC scheme) through HMAC-SHA256, and a secret
 -- through the encoders and the digest the signers and PKCE use
 do
-  local key = "mac-key-" .. hex(core.random(16))
+  local key = "mac-key-" .. core.hex(core.random(16))
   freed.scan(key)
   for _ = 1, 5 do
     core.hmac("sha256", key, "1700000000\nnonce\nPOST\n/v1/payments\nbank.example\n443\n\n")
@@ -131,7 +127,7 @@ end
 do
   local dir = os.tmpname()
   os.remove(dir)
-  local token = "token-" .. hex(core.random(16))
+  local token = "token-" .. core.hex(core.random(16))
   freed.scan(token)
   local fstore = assert(require("xs2a.store.file").new(dir))
   assert(fstore:set("tok", token, 60))
